@@ -1,0 +1,256 @@
+"""Typed settings: dataclasses loaded from ``conf/*.yaml`` and overridden per key.
+
+Every job parameter is declared once, here or in the section dataclass of the
+module that owns it, with its type and default. Loading is strict: a key that no
+dataclass declares is an error that names the dotted key, and a value of the
+wrong type is an error that names the key and the expected type.
+
+    settings = load_settings("conf/local.yaml", overrides=["block.k=20"])
+    settings.block.k  # 20
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from epm_spark.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "SparkSettings",
+    "DeltaSettings",
+    "IngestSettings",
+    "GenerateSettings",
+    "from_dict",
+    "load_settings",
+    "to_dict",
+    "DEFAULT_CONF",
+]
+
+DEFAULT_CONF = Path(__file__).resolve().parent.parent / "conf" / "local.yaml"
+
+
+@dataclass
+class SparkSettings:
+    """How the job's Spark session is built when no ``spark-submit`` gave one."""
+
+    master: str = "local[*]"
+    app_name: str = "epm-spark"
+    # Local runs shuffle little data; Spark's default of 200 partitions wastes seconds per stage.
+    shuffle_partitions: int = 8
+    arrow_max_records_per_batch: int = 2048
+    driver_memory: str = "4g"
+    ui_enabled: bool = True
+    log_level: str = "WARN"
+    # Passed through verbatim, e.g. the GPU scheduling keys of conf/cluster-gpu.yaml.
+    conf: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive(self, "shuffle_partitions", "arrow_max_records_per_batch")
+
+
+@dataclass
+class DeltaSettings:
+    """Which Delta writer to use and how large its files are."""
+
+    # auto: native delta-spark when the session has the Delta jars, else delta-rs.
+    engine: Literal["auto", "native", "delta-rs"] = "auto"
+    # Rows per Parquet file a task writes (bigger partitions are split).
+    max_rows_per_file: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_rows_per_file")
+
+
+@dataclass
+class IngestSettings:
+    """Limits that send a catalog row to quarantine instead of ``products``."""
+
+    max_title_chars: int = 1_000
+    max_field_chars: int = 20_000
+    # CSV exports from spreadsheets often use ';' and a decimal comma; None sniffs the delimiter.
+    csv_delimiter: str | None = None
+    csv_encoding: str = "utf-8"
+    default_currency: str | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_title_chars", "max_field_chars")
+
+
+@dataclass
+class GenerateSettings:
+    """Synthetic catalogs of the embedded default (``epm-spark generate``)."""
+
+    products: int = 400
+    competitors: int = 2
+    seed: int = 7
+    # Share of our products each competitor also sells.
+    overlap: float = 0.7
+    # Share of our products that get a near-miss sibling (other capacity, colour, model number).
+    near_miss_rate: float = 0.3
+
+    def __post_init__(self) -> None:
+        _positive(self, "products")
+        if self.competitors < 0:
+            raise ConfigError("competitors must be >= 0")
+        for name in ("overlap", "near_miss_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1")
+
+
+@dataclass
+class Settings:
+    """The root of ``conf/*.yaml``: one section per concern."""
+
+    warehouse: str = "warehouse"
+    spark: SparkSettings = field(default_factory=SparkSettings)
+    delta: DeltaSettings = field(default_factory=DeltaSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    generate: GenerateSettings = field(default_factory=GenerateSettings)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        if getattr(obj, name) <= 0:
+            raise ConfigError(f"{name} must be > 0, got {getattr(obj, name)!r}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and wrong types are errors."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'settings'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown setting '{prefix}{key}'; known keys of '{prefix.rstrip('.') or 'settings'}': "
+                + ", ".join(sorted(known))
+            )
+    kwargs = {key: _coerce(hints[key], value, f"{prefix}{key}") for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'settings'}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"setting '{key}': {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"setting '{key}' must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"setting '{key}' expects a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"setting '{key}' expects a mapping, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting '{key}' expects true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"setting '{key}' expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"setting '{key}' expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"setting '{key}' expects a string, got {value!r}")
+    return value
+
+
+def _apply_override(data: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like section.key=value")
+    dotted, raw = assignment.split("=", 1)
+    parts = [p for p in dotted.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{assignment}' names no setting")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{assignment}': '{part}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = raw
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    warehouse: str | None = None,
+) -> Settings:
+    """Read ``path`` (default ``conf/local.yaml``), apply ``key=value`` overrides, validate.
+
+    The warehouse comes from, in order: the ``warehouse`` argument (``--warehouse``),
+    ``EPM_WAREHOUSE``, the file, the default ``./warehouse``.
+    """
+    conf_path = Path(path) if path is not None else DEFAULT_CONF
+    data: dict[str, Any] = {}
+    if path is not None or conf_path.exists():
+        if not conf_path.exists():
+            raise ConfigError(f"configuration file {conf_path} does not exist")
+        try:
+            loaded = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{conf_path} is not valid YAML: {exc}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{conf_path} must hold a mapping of sections")
+        data = loaded or {}
+    for assignment in overrides:
+        _apply_override(data, assignment)
+    if os.environ.get("EPM_WAREHOUSE"):
+        data["warehouse"] = os.environ["EPM_WAREHOUSE"]
+    if warehouse:
+        data["warehouse"] = warehouse
+    return from_dict(Settings, data)
+
+
+def to_dict(settings: Any) -> dict[str, Any]:
+    """The settings as plain data, e.g. to store beside a trained model."""
+    return dataclasses.asdict(settings)

@@ -1,0 +1,1 @@
+"""Data in and out of the warehouse: schemas, Delta tables, ingestion, benchmark loaders."""

@@ -1,0 +1,308 @@
+"""Every table of the warehouse, declared once.
+
+A :class:`TableSpec` holds the Arrow schema (the source of truth: delta-rs and the
+Parquet writers take it as is), the partition columns and the key. The Spark
+schema is derived from it, so a column is never declared twice.
+
+This module imports no Spark at import time: the model layer may read it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+__all__ = [
+    "TableSpec",
+    "TABLES",
+    "PRODUCTS",
+    "PRODUCTS_QUARANTINE",
+    "LABELLED_PAIRS",
+    "EMBEDDINGS",
+    "CANDIDATES",
+    "MATCHES",
+    "CLUSTERS",
+    "CLUSTER_CHANGES",
+    "PRICE_COMPARISONS",
+    "spec",
+    "to_spark_schema",
+    "check_partition_value",
+]
+
+TS = pa.timestamp("us", tz="UTC")
+
+# Partition values become folder names; keeping them to a safe alphabet means no
+# escaping rules differ between delta-rs, delta-spark and Spark's path discovery.
+_PARTITION_VALUE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()
+    # Columns that may never be null; the writer fails the job (before its commit) if one is.
+    required: tuple[str, ...] = ()
+    description: str = ""
+    columns_doc: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def columns(self) -> list[str]:
+        return self.schema.names
+
+    def spark_schema(self):
+        return to_spark_schema(self.schema)
+
+
+def _table(name, columns, *, partition_by=(), key=(), required=(), description=""):
+    """Declare a table from ``(name, arrow type, doc)`` triples."""
+    schema = pa.schema([pa.field(col, typ) for col, typ, _ in columns])
+    docs = {col: doc for col, _, doc in columns}
+    for col in (*partition_by, *key, *required):
+        if col not in docs:
+            raise ValueError(f"table {name}: unknown column {col!r}")
+    return TableSpec(name, schema, tuple(partition_by), tuple(key), tuple(required), description, docs)
+
+
+PRODUCTS = _table(
+    "products",
+    [
+        ("product_id", pa.string(), "the listing's id within its source"),
+        ("source", pa.string(), "the catalog the listing comes from (ours, a competitor, a benchmark side)"),
+        ("title", pa.string(), "title as the seller wrote it, noise included"),
+        ("brand", pa.string(), "brand or manufacturer"),
+        ("category", pa.string(), "category path or name"),
+        ("description", pa.string(), "free text"),
+        ("price", pa.float64(), "parsed price"),
+        ("currency", pa.string(), "ISO 4217 code of price"),
+        ("price_raw", pa.string(), "price as read, before parsing"),
+        ("attributes", pa.map_(pa.string(), pa.string()), "every other column of the input row"),
+        ("ingested_at", TS, "when the run read the row"),
+        ("run_id", pa.string(), "the run that wrote the row"),
+    ],
+    partition_by=("source",),
+    key=("source", "product_id"),
+    required=("product_id", "source", "title"),
+    description="One row per listing; each ingest replaces its source's rows.",
+)
+
+PRODUCTS_QUARANTINE = _table(
+    "products_quarantine",
+    [
+        ("source", pa.string(), "the catalog the row came from"),
+        ("source_file", pa.string(), "the file the row came from"),
+        ("row_number", pa.int64(), "1-based row (line, for CSV/JSON) within source_file"),
+        ("product_id", pa.string(), "the id, where the row had one"),
+        ("reason", pa.string(), "why the row was rejected"),
+        ("raw", pa.string(), "the raw row, as JSON"),
+        ("ingested_at", TS, "when the run read the row"),
+        ("run_id", pa.string(), "the run that rejected the row"),
+    ],
+    partition_by=("source",),
+    required=("source", "reason", "raw"),
+    description="Rows an ingest rejected, with the reason; replaced per source like products.",
+)
+
+LABELLED_PAIRS = _table(
+    "labelled_pairs",
+    [
+        ("benchmark", pa.string(), "benchmark name"),
+        ("left_id", pa.string(), "product_id on the left source"),
+        ("right_id", pa.string(), "product_id on the right source"),
+        ("left_source", pa.string(), "source of left_id"),
+        ("right_source", pa.string(), "source of right_id"),
+        ("label", pa.int32(), "1 = same product"),
+        ("split", pa.string(), "train, valid, test, ..."),
+        ("left_cluster_id", pa.string(), "product cluster of the left offer, where given"),
+        ("right_cluster_id", pa.string(), "product cluster of the right offer, where given"),
+        ("is_hard_negative", pa.bool_(), "a non-match chosen to look alike, where given"),
+    ],
+    partition_by=("benchmark",),
+    key=("benchmark", "split", "left_id", "right_id"),
+    required=("benchmark", "left_id", "right_id", "label", "split"),
+    description="Gold pairs from benchmarks or synthetic catalogs.",
+)
+
+EMBEDDINGS = _table(
+    "embeddings",
+    [
+        ("product_id", pa.string(), "listing id"),
+        ("source", pa.string(), "listing source"),
+        ("model_version", pa.string(), "the encoder that produced the vector"),
+        ("content_hash", pa.string(), "hash of the text that was embedded"),
+        ("embedding", pa.list_(pa.float32()), "L2-normalised vector"),
+        ("embedded_at", TS, "when the vector was computed"),
+        ("run_id", pa.string(), "the run that computed the vector"),
+    ],
+    partition_by=("source",),
+    key=("source", "product_id"),
+    required=("product_id", "source", "model_version", "content_hash", "embedding"),
+    description="One vector per listing and encoder; nightly runs re-embed only what changed.",
+)
+
+CANDIDATES = _table(
+    "candidates",
+    [
+        ("left_id", pa.string(), "query listing"),
+        ("right_id", pa.string(), "retrieved listing"),
+        ("left_source", pa.string(), "source of left_id"),
+        ("right_source", pa.string(), "source of right_id"),
+        ("similarity", pa.float32(), "inner product of the two embeddings"),
+        ("rank", pa.int32(), "1 = nearest"),
+        ("run_id", pa.string(), "the blocking run"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "left_source", "left_id", "right_source", "right_id"),
+    required=("left_id", "right_id", "left_source", "right_source", "similarity", "rank", "run_id"),
+    description="Pairs the blocker lets through to the matcher.",
+)
+
+MATCHES = _table(
+    "matches",
+    [
+        ("left_id", pa.string(), "left listing"),
+        ("right_id", pa.string(), "right listing"),
+        ("left_source", pa.string(), "source of left_id"),
+        ("right_source", pa.string(), "source of right_id"),
+        ("label", pa.string(), "match or no_match"),
+        ("probability", pa.float64(), "probability of match"),
+        ("decided_by", pa.string(), "floor, label or explain"),
+        ("confidence", pa.float64(), "the decision's own confidence (explain mode)"),
+        ("evidence", pa.map_(pa.string(), pa.string()), "per attribute: same, different, unknown"),
+        ("noise_ignored", pa.list_(pa.string()), "seller noise the model discarded"),
+        ("rationale", pa.string(), "short explanation (explain mode)"),
+        ("format_valid", pa.bool_(), "false when a generated decision failed the schema"),
+        ("decision_json", pa.string(), "the raw structured decision"),
+        ("similarity", pa.float32(), "blocking similarity"),
+        ("model_version", pa.string(), "matcher version"),
+        ("scored_at", TS, "when the pair was scored"),
+        ("run_id", pa.string(), "the matching run"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "left_source", "left_id", "right_source", "right_id"),
+    required=("left_id", "right_id", "label", "decided_by", "run_id"),
+    description="One decision per candidate pair.",
+)
+
+CLUSTERS = _table(
+    "clusters",
+    [
+        ("cluster_id", pa.string(), "stable product cluster id"),
+        ("product_id", pa.string(), "member listing"),
+        ("source", pa.string(), "member's source"),
+        ("cluster_size", pa.int32(), "members in the cluster"),
+        ("flagged", pa.bool_(), "cluster above the size limit: review, do not trust"),
+        ("run_id", pa.string(), "the run that computed the clusters"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "source", "product_id"),
+    required=("cluster_id", "product_id", "source", "run_id"),
+    description="Connected components over accepted matches, ids stable across runs.",
+)
+
+CLUSTER_CHANGES = _table(
+    "cluster_changes",
+    [
+        ("cluster_id", pa.string(), "cluster id in this run"),
+        ("change", pa.string(), "created, merged, split, unchanged, removed"),
+        ("previous_cluster_ids", pa.list_(pa.string()), "ids in the previous run"),
+        ("cluster_size", pa.int32(), "members in this run"),
+        ("run_id", pa.string(), "the run"),
+        ("previous_run_id", pa.string(), "the run compared against"),
+    ],
+    partition_by=("run_id",),
+    required=("cluster_id", "change", "run_id"),
+    description="What happened to each cluster since the previous run.",
+)
+
+PRICE_COMPARISONS = _table(
+    "price_comparisons",
+    [
+        ("our_id", pa.string(), "our listing"),
+        ("our_source", pa.string(), "our catalog"),
+        ("competitor_id", pa.string(), "their listing"),
+        ("competitor_source", pa.string(), "their catalog"),
+        ("our_title", pa.string(), "our title"),
+        ("competitor_title", pa.string(), "their title"),
+        ("our_price", pa.float64(), "our price in the reporting currency"),
+        ("competitor_price", pa.float64(), "their price in the reporting currency"),
+        ("competitor_price_original", pa.float64(), "their price as listed"),
+        ("competitor_currency", pa.string(), "their currency"),
+        ("currency", pa.string(), "the reporting currency"),
+        ("difference", pa.float64(), "competitor_price - our_price"),
+        ("percent", pa.float64(), "difference / our_price * 100"),
+        ("match_probability", pa.float64(), "how sure the matcher is"),
+        ("rationale", pa.string(), "why the matcher said match"),
+        ("run_id", pa.string(), "the run"),
+    ],
+    partition_by=("run_id",),
+    required=("our_id", "competitor_id", "run_id"),
+    description="Our listings against matched competitor listings, currencies normalised.",
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in (
+        PRODUCTS,
+        PRODUCTS_QUARANTINE,
+        LABELLED_PAIRS,
+        EMBEDDINGS,
+        CANDIDATES,
+        MATCHES,
+        CLUSTERS,
+        CLUSTER_CHANGES,
+        PRICE_COMPARISONS,
+    )
+}
+
+
+def spec(name: str) -> TableSpec:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
+
+
+def check_partition_value(column: str, value: object) -> str:
+    """Return ``value`` as a partition value or raise an error naming the column."""
+    from epm_spark.errors import InputError
+
+    text = str(value)
+    if not _PARTITION_VALUE.match(text):
+        raise InputError(
+            f"{column} {text!r} is not allowed: use 1-128 letters, digits, '_', '-' or '.'"
+        )
+    return text
+
+
+def to_spark_schema(schema: pa.Schema):
+    """The Spark ``StructType`` equivalent of an Arrow schema."""
+    from pyspark.sql import types as T
+
+    def convert(typ: pa.DataType):
+        if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+            return T.StringType()
+        if pa.types.is_int64(typ):
+            return T.LongType()
+        if pa.types.is_int32(typ):
+            return T.IntegerType()
+        if pa.types.is_float64(typ):
+            return T.DoubleType()
+        if pa.types.is_float32(typ):
+            return T.FloatType()
+        if pa.types.is_boolean(typ):
+            return T.BooleanType()
+        if pa.types.is_timestamp(typ):
+            return T.TimestampType()
+        if pa.types.is_date32(typ):
+            return T.DateType()
+        if pa.types.is_map(typ):
+            return T.MapType(convert(typ.key_type), convert(typ.item_type), True)
+        if pa.types.is_list(typ) or pa.types.is_large_list(typ):
+            return T.ArrayType(convert(typ.value_type), True)
+        raise TypeError(f"no Spark type for Arrow type {typ}")
+
+    return T.StructType([T.StructField(f.name, convert(f.type), True) for f in schema])

@@ -1,0 +1,1 @@
+"""Each job as a function of (spark, settings): reads and writes warehouse tables."""
