@@ -1,0 +1,1 @@
+"""EPM-RL product matcher: structured decisions, teachers, judges, rewards, student training and inference."""
