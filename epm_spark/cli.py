@@ -82,12 +82,16 @@ def _verb_ingest(sub) -> None:
                    help="input format (default: from the file extension)")
     p.add_argument("--map", action="append", default=[], metavar="COLUMN=INPUT_COLUMN",
                    help="read products column COLUMN from INPUT_COLUMN, e.g. --map product_id=sku")
+    p.add_argument("--currency", default=None,
+                   help="currency of prices that name none, e.g. EUR (default: ingest.default_currency)")
     _run_id(p)
     _common(p)
 
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.ingest import ingest, parse_column_map
 
+        if args.currency:
+            settings.ingest.default_currency = args.currency
         report = ingest(_spark(settings), settings, input_path=args.input, source=args.source,
                         fmt=args.format, column_map=parse_column_map(args.map),
                         run_id=args.run_id or default_run_id())
