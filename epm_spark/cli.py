@@ -154,12 +154,33 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_schema(sub) -> None:
+    p = sub.add_parser("schema", help="show the declared columns of the warehouse tables")
+    p.add_argument("table", nargs="?", help="one table (default: all)")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.io.schemas import TABLES, spec
+
+        for t in [spec(args.table)] if args.table else TABLES.values():
+            parts = f"  partitioned by {', '.join(t.partition_by)}" if t.partition_by else ""
+            print(f"{t.name}: {t.description}{parts}")
+            for f in t.schema:
+                req = " (required)" if f.name in t.required else ""
+                print(f"  {f.name:<26} {str(f.type):<28} {t.columns_doc.get(f.name, '')}{req}")
+            print()
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
     _verb_load_benchmark,
     _verb_sql,
     _verb_tables,
+    _verb_schema,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
@@ -210,6 +231,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no table was changed by the unfinished step", file=sys.stderr)
         return 130
+
+
+def job_main(verb: list[str], argv: list[str] | None = None) -> int:
+    """Entry point of the ``jobs/*.py`` scripts: ``spark-submit jobs/ingest.py [GLOBAL OPTIONS] ARGS``.
+
+    Global options (``--conf``, ``--warehouse``, ``--set``, ``-v``) may come anywhere in the
+    job's arguments; they are moved before the verb.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    front, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] in ("--conf", "--warehouse", "--set") and i + 1 < len(args):
+            front += args[i: i + 2]
+            i += 2
+        elif args[i] in ("-v", "--verbose"):
+            front.append(args[i])
+            i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return main([*front, *verb, *rest])
 
 
 if __name__ == "__main__":

@@ -260,10 +260,12 @@ TABLES: dict[str, TableSpec] = {
 
 
 def spec(name: str) -> TableSpec:
+    from epm_spark.errors import InputError
+
     try:
         return TABLES[name]
     except KeyError:
-        raise KeyError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
+        raise InputError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
 
 
 def check_partition_value(column: str, value: object) -> str:
