@@ -25,11 +25,19 @@ __all__ = ["read_training_tables", "train_encoder", "evaluate_retrieval_job"]
 log = logging.getLogger(__name__)
 
 
-def read_training_tables(warehouse: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``products`` and ``labelled_pairs`` of the warehouse as pandas frames."""
+def read_training_tables(warehouse: str, benchmarks: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``labelled_pairs`` of the benchmarks (default: all) and the ``products`` rows they name."""
     from epm_spark.io.delta import read_pandas
 
-    return read_pandas(warehouse, "products"), read_pandas(warehouse, "labelled_pairs")
+    pairs = read_pandas(warehouse, "labelled_pairs",
+                        filters=[("benchmark", "in", benchmarks)] if benchmarks else None)
+    if pairs.empty:
+        known = sorted(read_pandas(warehouse, "labelled_pairs", columns=["benchmark"])["benchmark"].unique())
+        wanted = f"of benchmark {', '.join(benchmarks)} " if benchmarks else ""
+        raise InputError(f"labelled_pairs in {warehouse} holds no pairs {wanted}(benchmarks there: "
+                         f"{', '.join(known) or 'none'}); run `epm-spark load-benchmark` first")
+    sources = sorted(set(pairs["left_source"]) | set(pairs["right_source"]))
+    return read_pandas(warehouse, "products", filters=[("source", "in", sources)]), pairs
 
 
 def train_encoder(settings: Settings, *, stage: str, benchmarks: list[str] | None = None, init: str | None = None,
@@ -37,9 +45,7 @@ def train_encoder(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     """Train one stage on the warehouse's labelled pairs and write a model folder."""
     if stage not in ("contrastive", "roar"):
         raise InputError(f"--stage must be contrastive or roar, got {stage!r}")
-    products, pairs = read_training_tables(settings.warehouse)
-    if pairs.empty:
-        raise InputError(f"labelled_pairs in {settings.warehouse} is empty; run `epm-spark load-benchmark` first")
+    products, pairs = read_training_tables(settings.warehouse, benchmarks)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     names = benchmarks or sorted(pairs["benchmark"].unique())
     config = EncoderTrainingConfig(

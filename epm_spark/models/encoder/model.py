@@ -209,9 +209,30 @@ class DualEncoder(torch.nn.Module):
         hidden = self.backbone(**kwargs).last_hidden_state
         return F.normalize(self.pool(hidden, attention_mask).float(), dim=-1)
 
-    def embed(self, texts: Sequence[str], *, query: bool = False) -> torch.Tensor:
-        """Differentiable vectors of a few texts (one batch)."""
-        return self(**self.tokenize(texts, query=query))
+    def embed(self, texts: Sequence[str], *, query: bool = False, chunk_size: int = 32,
+              forward: Any = None) -> torch.Tensor:
+        """Differentiable vectors of one training batch, in input order.
+
+        The texts go through the backbone in chunks of similar token length, so a batch of
+        short titles is not padded to its one long title; ``forward`` is the module to call
+        (the accelerate-wrapped model in distributed training, where gradients must sync).
+        """
+        forward = forward or self
+        encoded = self.tokenizer(self.prepare(texts, query=query), truncation=True, max_length=self.max_length,
+                                 padding=False)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+        parts, placed = [], []
+        for start in range(0, len(order), chunk_size):
+            idx = order[start:start + chunk_size]
+            batch = self.tokenizer.pad([{k: encoded[k][i] for k in keys} for i in idx], padding=True,
+                                       return_tensors="pt")
+            parts.append(forward(**{k: v.to(self.device) for k, v in batch.items() if k in keys}))
+            placed.extend(idx)
+        vectors = torch.cat(parts)
+        inverse = torch.empty(len(placed), dtype=torch.long, device=vectors.device)
+        inverse[torch.tensor(placed, device=vectors.device)] = torch.arange(len(placed), device=vectors.device)
+        return vectors[inverse]
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 128, *, query: bool = False,

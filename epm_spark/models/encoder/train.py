@@ -237,9 +237,11 @@ class EncoderTrainer:
     def _with_mined_negatives(self, encoder: DualEncoder, examples: list[ContrastiveExample],
                               texts: dict[Key, str], pool: list[Key], duplicates: dict[Key, set[Key]],
                               stage: Any) -> list[tuple[ContrastiveExample, list[Key], int]]:
-        """Each example with its hard negatives: labelled ones, then the current model's nearest non-duplicates.
+        """Each example with ``hard_negatives`` negatives: half labelled (verified), half mined.
 
-        Returns (example, negatives, how many of them are labelled).
+        Mined negatives are the current model's nearest non-duplicates of the anchor, the
+        confusions retrieval actually makes; labelled ones fill in where mining finds too
+        few and vice versa. Returns (example, negatives, how many of them are labelled).
         """
         wanted = stage.hard_negatives
         mined: dict[Key, list[Key]] = {}
@@ -254,9 +256,10 @@ class EncoderTrainer:
                 mined[anchor] = [pool[j] for j in row if pool[j] not in skip and pool[j] != anchor]
         out = []
         for e in examples:
-            labelled = e.negatives[:wanted]
-            extra = [k for k in mined.get(e.anchor, []) if k not in labelled][: wanted - len(labelled)]
-            out.append((e, labelled + extra, len(labelled)))
+            candidates = [k for k in mined.get(e.anchor, []) if k not in e.negatives and k != e.positive]
+            n_labelled = min(len(e.negatives), max(wanted - len(candidates), math.ceil(wanted / 2)))
+            labelled = e.negatives[:n_labelled]
+            out.append((e, labelled + candidates[: wanted - n_labelled], n_labelled))
         return out
 
     @staticmethod
@@ -285,8 +288,8 @@ class EncoderTrainer:
         for e, negatives, n_labelled in chosen:
             candidates.extend(negatives)
             labelled.append(set(e.negatives))
-        a = model(**encoder.tokenize([texts[k] for k in anchors], query=True))
-        c = model(**encoder.tokenize([texts[k] for k in candidates]))
+        a = encoder.embed([texts[k] for k in anchors], query=True, forward=model)
+        c = encoder.embed([texts[k] for k in candidates], forward=model)
         b, n = len(anchors), len(candidates)
         duplicate = torch.zeros((b, n), dtype=torch.bool)
         verified = torch.zeros((b, n), dtype=torch.bool)
@@ -320,8 +323,8 @@ class EncoderTrainer:
                 flat.extend(members)
                 row.extend([grade] * len(members))
             grades.append(row)
-        q_vec = model(**encoder.tokenize([texts[q.query] for q in chosen], query=True))
-        c_vec = model(**encoder.tokenize([texts[k] for k in flat]))
+        q_vec = encoder.embed([texts[q.query] for q in chosen], query=True, forward=model)
+        c_vec = encoder.embed([texts[k] for k in flat], forward=model)
         width = max(len(r) for r in grades)
         scores = torch.zeros((len(chosen), width), device=q_vec.device)
         grade_t = torch.full((len(chosen), width), -1, dtype=torch.long, device=q_vec.device)
