@@ -66,6 +66,7 @@ class EncoderTrainingConfig:
     # Evaluate the starting model too, so training that only hurts keeps the start.
     evaluate_start: bool = True
     # Stop after this many optimizer steps in all (smoke runs, tests); None: the full epochs.
+    # The epoch it cuts short counts as finished.
     max_steps: int | None = None
     # no | fp16 | bf16 | auto (bf16 where the GPU has it, fp16 on other GPUs, none on CPU).
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
@@ -134,8 +135,9 @@ class EncoderTrainer:
         per_process = len(items) // accelerator.num_processes
         steps_per_epoch = max(1, math.ceil(per_process / stage.batch_size))
         total_steps = steps_per_epoch * stage.epochs
-        if cfg.max_steps is not None:
-            total_steps = min(total_steps, cfg.max_steps)
+        # max_steps stops early but keeps the schedule of the full plan, so a later run
+        # without it resumes the very same plan.
+        stop_at = min(total_steps, cfg.max_steps or total_steps)
         params = [p for p in encoder.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(stage.warmup_ratio * total_steps), total_steps)
@@ -155,7 +157,7 @@ class EncoderTrainer:
             log.info("start: validation %s = %.4f", cfg.select_metric, best["score"])
 
         for epoch in range(first_epoch, stage.epochs + 1):
-            if done_steps >= total_steps:
+            if done_steps >= stop_at:
                 break
             started = time.monotonic()
             rng = np.random.default_rng(stage.seed + epoch)
@@ -168,7 +170,7 @@ class EncoderTrainer:
             losses, masked = [], []
             bar = progress(batches, desc=f"{cfg.stage} epoch {epoch}/{stage.epochs}", unit="step")
             for batch in bar:
-                if done_steps >= total_steps:
+                if done_steps >= stop_at:
                     break
                 chosen = [epoch_items[i] for i in batch]
                 if cfg.stage == "contrastive":
