@@ -65,6 +65,10 @@ def test_training_changes_weights_and_roar_starts_from_stage_one(backbone, tmp_p
     assert not torch.equal(start[key], one[key]) and not torch.equal(one[key], two[key])
     card = json.loads((s2.model_dir / "model_card.json").read_text())
     assert card["stage"] == "roar" and card["init"] == str(s1.model_dir) and card["data"]["queries"] == 12
+    # Stage 2's start is stage 1's best model on the same validation data: its card's numbers are reused.
+    s1_card = json.loads((s1.model_dir / "model_card.json").read_text())
+    assert card["history"][0]["valid"]["from_card"] == str(s1.model_dir / "model_card.json")
+    assert card["history"][0]["valid"]["mrr"] == s1_card["best_valid_score"]
 
 
 def test_best_epoch_is_kept_not_the_last(backbone, tmp_path, monkeypatch):

@@ -90,6 +90,8 @@ class RoarSettings:
     hard_negatives: int = 2
     # Matches (the top grade) kept per query at most.
     max_matches: int = 2
+    # Train only on queries that have a match: retrieval is about ranking matches first.
+    queries_with_matches_only: bool = True
     epochs: int = 1
     lr: float = 1e-5
     # Queries per step; each brings its whole graded group list.

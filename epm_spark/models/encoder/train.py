@@ -123,6 +123,9 @@ class EncoderTrainer:
         else:
             items = [q for q in graded_queries(pairs, cfg.train_splits)
                      if len(q.groups) >= 2 or stage.random_negatives > 0]
+            if stage.queries_with_matches_only and items:
+                top = max(max(q.groups) for q in items)
+                items = [q for q in items if max(q.groups) == top]
         missing = {k for k in self._keys_of(items) if k not in texts}
         if missing:
             raise InputError(f"{len(missing)} listings named by labelled_pairs are not in products, "
@@ -151,7 +154,7 @@ class EncoderTrainer:
         done_steps = state["steps"] if state else 0
         first_epoch = state["epochs"] + 1 if state else 1
         if state is None and cfg.evaluate_start:
-            metrics = self._validate(accelerator, encoder, benches)
+            metrics = self._start_metrics_from_card(init, benches) or self._validate(accelerator, encoder, benches)
             history.append({"epoch": 0, "steps": 0, "valid": metrics})
             best = {"epoch": 0, "score": metrics[cfg.select_metric], "model": init}
             log.info("start: validation %s = %.4f", cfg.select_metric, best["score"])
@@ -354,6 +357,26 @@ class EncoderTrainer:
 
             broadcast_object_list(payload)
         return payload[0]
+
+    def _start_metrics_from_card(self, init: str, benches: list) -> dict[str, Any] | None:
+        """The start model's validation metrics from its own card, when it was validated on the same data.
+
+        Stage 2 starts from stage 1's folder, whose card already holds these numbers: the
+        same weights on the same split give the same result, so they are not recomputed.
+        """
+        card_file = Path(init) / "model_card.json"
+        if not card_file.exists():
+            return None
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+        data = card.get("data", {})
+        if sorted(data.get("benchmarks", [])) != sorted(b.name for b in benches) \
+                or data.get("valid_split") != self.config.valid_split:
+            return None
+        best = [h for h in card.get("history", []) if h.get("epoch") == card.get("best_epoch")]
+        if not best or self.config.select_metric not in best[0].get("valid", {}):
+            return None
+        log.info("start: validation metrics of %s taken from its model card", init)
+        return {**best[0]["valid"], "from_card": str(card_file)}
 
     def _load_state(self, accelerator: Any) -> dict[str, Any] | None:
         file = self.checkpoints / STATE_FILE
