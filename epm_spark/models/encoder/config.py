@@ -47,22 +47,11 @@ class TextSettings:
 
 
 @dataclass
-class ContrastiveSettings:
-    """Stage 1: InfoNCE over in-batch and hard negatives with the false-negative margin mask."""
+class _StageSettings:
+    """What both training stages share: the temperature and the optimisation schedule."""
 
     temperature: float = 0.05
-    # A negative whose cosine similarity to the anchor is within `margin` of the positive's is
-    # masked out (likely a duplicate nobody labelled) instead of punished.
-    margin: float = 0.1
-    # Labelled negatives are known non-matches, so the margin mask spares them unless this is set.
-    mask_labelled_negatives: bool = False
-    # Hard negatives per anchor: labelled ones first, then mined with the current model.
-    hard_negatives: int = 2
-    # Re-mine with the current model every epoch (0: never mine, use labelled negatives only).
-    mine_top_k: int = 20
-    # Loss in both directions (left -> right and right -> left), as the towers are shared.
-    symmetric: bool = True
-    epochs: int = 4
+    epochs: int = 1
     lr: float = 3e-5
     batch_size: int = 32
     warmup_ratio: float = 0.1
@@ -71,42 +60,59 @@ class ContrastiveSettings:
 
     def __post_init__(self) -> None:
         _check_positive(self, "temperature", "epochs", "lr", "batch_size")
-        _check_non_negative(self, "margin", "hard_negatives", "mine_top_k", "weight_decay")
+        _check_non_negative(self, "weight_decay")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
-class RoarSettings:
+class ContrastiveSettings(_StageSettings):
+    """Stage 1: InfoNCE over in-batch and hard negatives with the false-negative margin mask."""
+
+    epochs: int = 4
+    # A negative whose cosine similarity to the anchor is within `margin` of the positive's is
+    # masked out (likely a duplicate nobody labelled) instead of punished.
+    margin: float = 0.1
+    # Labelled negatives are known non-matches, so the margin mask spares them unless this is set.
+    mask_labelled_negatives: bool = False
+    # Hard negatives per anchor: half labelled, half mined with the current model each epoch.
+    hard_negatives: int = 2
+    # How many of the current model's nearest listings mining looks at (0: labelled negatives only).
+    mine_top_k: int = 20
+    # Loss in both directions (left -> right and right -> left), as the towers are shared.
+    symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_non_negative(self, "margin", "hard_negatives", "mine_top_k")
+
+
+@dataclass
+class RoarSettings(_StageSettings):
     """Stage 2: ROAR over graded relevance groups (match > hard negative > random negative)."""
 
-    temperature: float = 0.05
+    lr: float = 1e-5
+    # Queries per step; each brings its whole graded group list.
+    batch_size: int = 16
+    seed: int = 17
     # Log odds-ratio margin demanded between each pair of adjacent grades, highest pair first;
-    # one value is used for every pair.
+    # the last value is used for the pairs beyond the list.
     margins: list[float] = field(default_factory=lambda: [0.0])
-    # Random negatives (the lowest grade) sampled per query from the right catalog.
+    # Random negatives (the lowest grade) sampled per query from the training pairs' right listings.
     random_negatives: int = 2
-    # Hard negatives (the middle grade) kept per query at most.
+    # Hard negatives (the middle grades) kept per query at most.
     hard_negatives: int = 2
     # Matches (the top grade) kept per query at most.
     max_matches: int = 2
     # Train only on queries that have a match: retrieval is about ranking matches first.
     queries_with_matches_only: bool = True
-    epochs: int = 1
-    lr: float = 1e-5
-    # Queries per step; each brings its whole graded group list.
-    batch_size: int = 16
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 17
 
     def __post_init__(self) -> None:
-        _check_positive(self, "temperature", "epochs", "lr", "batch_size", "max_matches")
-        _check_non_negative(self, "random_negatives", "hard_negatives", "weight_decay")
+        super().__post_init__()
+        _check_positive(self, "max_matches")
+        _check_non_negative(self, "random_negatives", "hard_negatives")
         if not self.margins or any(m < 0 for m in self.margins):
             raise ConfigError(f"margins must be a non-empty list of numbers >= 0, got {self.margins}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
