@@ -124,15 +124,17 @@ class DualEncoder(torch.nn.Module):
         """The encoder a settings section describes; ``backbone`` replaces ``settings.backbone``.
 
         A folder written by :meth:`save` keeps its own pooling, max length and text options.
+        ``for_training`` loads float32 weights (accelerate handles mixed precision) and adds
+        LoRA adapters when the settings ask for them.
         """
         encoder = cls.load(backbone or settings.backbone, device=device or settings.device,
                            dtype="float32" if for_training else settings.dtype,
                            pooling=settings.pooling, max_length=settings.max_length,
                            query_instruction=settings.query_instruction, text=settings.text)
-        if settings.lora:
-            encoder.add_lora(settings.lora_rank, settings.lora_alpha, settings.lora_dropout)
         if for_training and settings.gradient_checkpointing:
             encoder.backbone.gradient_checkpointing_enable()
+        if for_training and settings.lora:
+            encoder.add_lora(settings.lora_rank, settings.lora_alpha, settings.lora_dropout)
         return encoder
 
     @classmethod
