@@ -136,3 +136,23 @@ def test_bad_training_config_and_data_are_clear_errors(backbone, tmp_path):
     with pytest.raises(InputError, match="not in products"):
         EncoderTrainer(EncoderTrainingConfig(output_dir=str(tmp_path / "x"), encoder=settings(backbone))).train(
             products[~products["product_id"].isin(["b0", "b1"])], pairs)
+
+
+def test_lora_training_changes_only_adapters_and_writes_merged_weights(backbone, tmp_path, monkeypatch):
+    products, pairs = tiny_catalog()
+    scores = iter([0.1, 0.9])
+    monkeypatch.setattr(train_module, "evaluate_retrieval",
+                        lambda enc, bench, split: {"recall@1": 0, "recall@10": 0, "mrr": next(scores)})
+    lora = settings(backbone, epochs=1)
+    lora.lora, lora.lora_rank, lora.lora_alpha = True, 4, 8
+    result = EncoderTrainer(EncoderTrainingConfig(stage="contrastive", output_dir=str(tmp_path / "lora"),
+                                                  encoder=lora)).train(products, pairs)
+    merged = weights(result.model_dir)
+    assert not any("lora" in name for name in merged)
+    start = weights(backbone)
+    # Adapters sit on linear layers: their merged weights moved, embeddings and norms did not.
+    assert not torch.equal(merged["encoder.layer.0.attention.self.query.weight"],
+                           start["encoder.layer.0.attention.self.query.weight"])
+    torch.testing.assert_close(merged["embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"])
+    torch.testing.assert_close(merged["encoder.layer.0.output.LayerNorm.weight"],
+                               start["encoder.layer.0.output.LayerNorm.weight"])
