@@ -82,12 +82,16 @@ def _verb_ingest(sub) -> None:
                    help="input format (default: from the file extension)")
     p.add_argument("--map", action="append", default=[], metavar="COLUMN=INPUT_COLUMN",
                    help="read products column COLUMN from INPUT_COLUMN, e.g. --map product_id=sku")
+    p.add_argument("--currency", default=None,
+                   help="currency of prices that name none, e.g. EUR (default: ingest.default_currency)")
     _run_id(p)
     _common(p)
 
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.ingest import ingest, parse_column_map
 
+        if args.currency:
+            settings.ingest.default_currency = args.currency
         report = ingest(_spark(settings), settings, input_path=args.input, source=args.source,
                         fmt=args.format, column_map=parse_column_map(args.map),
                         run_id=args.run_id or default_run_id())
@@ -107,7 +111,7 @@ def _verb_load_benchmark(sub) -> None:
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.load_benchmark import load_benchmark_tables
 
-        report = load_benchmark_tables(_spark(settings), settings, path=args.benchmark, name=args.name,
+        report = load_benchmark_tables(None, settings, path=args.benchmark, name=args.name,
                                        run_id=args.run_id or default_run_id())
         print(report.summary())
         return 0
@@ -240,6 +244,8 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("py4j", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # PySpark logs every failed query as a JSON error with its JVM stack; the CLI reports it in one line.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

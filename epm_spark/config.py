@@ -82,9 +82,21 @@ class IngestSettings:
     csv_delimiter: str | None = None
     csv_encoding: str = "utf-8"
     default_currency: str | None = None
+    # Above this share of rejected rows the run stops without writing: a wrong delimiter,
+    # encoding or --map rejects almost everything, and must not empty the catalog.
+    max_quarantine_share: float = 0.5
 
     def __post_init__(self) -> None:
         _positive(self, "max_title_chars", "max_field_chars")
+        if not 0.0 <= self.max_quarantine_share <= 1.0:
+            raise ConfigError("max_quarantine_share must be between 0 and 1")
+        if self.default_currency is not None:
+            from epm_spark.io.prices import normalise_currency
+
+            code = normalise_currency(self.default_currency)
+            if code is None:
+                raise ConfigError(f"default_currency {self.default_currency!r} is not a known currency")
+            self.default_currency = code
 
 
 @dataclass
@@ -203,19 +215,29 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _apply_override(data: dict[str, Any], assignment: str) -> None:
+def _apply_override(data: dict[str, Any], assignment: str, root: type = None) -> None:
+    """Set ``a.b.c=value`` in ``data``; a mapping-typed setting takes the rest of the path as one key,
+    so ``spark.conf.spark.executor.memory=8g`` sets the key ``spark.executor.memory``."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value")
     dotted, raw = assignment.split("=", 1)
     parts = [p for p in dotted.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override '{assignment}' names no setting")
-    node = data
-    for part in parts[:-1]:
+    node, cls = data, root
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        tp = typing.get_type_hints(cls).get(part) if cls is not None and dataclasses.is_dataclass(cls) else None
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"override '{assignment}': '{part}' is not a section")
         node = child
+        if tp is not None and typing.get_origin(tp) is dict:
+            parts = parts[: i + 1] + [".".join(parts[i + 1:])]
+            break
+        cls = tp if tp is not None and dataclasses.is_dataclass(tp) else None
+        i += 1
     try:
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -245,7 +267,7 @@ def load_settings(
             raise ConfigError(f"{conf_path} must hold a mapping of sections")
         data = loaded or {}
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, Settings)
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
     if warehouse:
