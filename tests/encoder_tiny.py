@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 import torch
-
-BENCHMARKS = Path(os.environ.get("EPM_BENCHMARKS") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "benchmarks")
 
 WORDS = (
     "sony samsung apple lenovo hp canon nikon bose logitech dell asus acer "

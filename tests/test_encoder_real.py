@@ -1,8 +1,6 @@
 """Stage 1 on real data with the real packaged MiniLM: a few steps must not hurt validation retrieval."""
 
 import pytest
-from encoder_tiny import BENCHMARKS
-
 from epm_spark.models.encoder.config import ContrastiveSettings, EncoderSettings
 from epm_spark.models.encoder.train import EncoderTrainer, EncoderTrainingConfig
 
@@ -10,13 +8,10 @@ pytestmark = [pytest.mark.real_model, pytest.mark.benchmark_data]
 
 
 @pytest.fixture(scope="module")
-def abt_buy():
-    folder = BENCHMARKS / "abt_buy"
-    if not folder.is_dir():
-        pytest.skip(f"benchmark data not found at {folder} (set EPM_BENCHMARKS)")
+def abt_buy(benchmarks_dir):
     from epm_spark.io.benchmarks import load_benchmark
 
-    return load_benchmark(folder)
+    return load_benchmark(benchmarks_dir / "abt_buy")
 
 
 def test_few_contrastive_steps_on_abt_buy_keep_valid_recall(abt_buy, tmp_path):
