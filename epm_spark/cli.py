@@ -174,6 +174,27 @@ def _verb_schema(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_train_encoder(sub) -> None:
+    p = sub.add_parser("train-encoder", help="train the dual-encoder on labelled_pairs: contrastive, then roar")
+    p.add_argument("--stage", required=True, choices=["contrastive", "roar"])
+    p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
+                   help="train on this benchmark of labelled_pairs (repeatable; default: all)")
+    p.add_argument("--init", default=None, help="starting model folder (default: encoder.backbone)")
+    p.add_argument("--out", default=None, help="model folder to write (default: models/encoder/STAGE-TIME)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.encoder.jobs import train_encoder
+
+        result = train_encoder(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
+                               out=args.out, max_steps=args.max_steps)
+        print(f"wrote {result.model_dir} ({result.model_version}); best epoch {result.best_epoch}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -181,10 +202,41 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_sql,
     _verb_tables,
     _verb_schema,
+    _verb_train_encoder,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
 EVALUATIONS: list[Callable[[Any], None]] = []
+
+
+def _evaluate_retrieval(evaluations) -> None:
+    p = evaluations.add_parser("retrieval", help="recall@k, MRR, NDCG of the encoder on a benchmark folder")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    p.add_argument("--k", type=int, default=10, help="candidates per listing for the reduction ratio")
+    p.add_argument("--split", default="test", help="train, valid, test or a stored split name")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.encoder.jobs import evaluate_retrieval_job
+
+        metrics = evaluate_retrieval_job(settings, benchmark=args.benchmark, model=args.model, k=args.k,
+                                         split=args.split)
+        if args.json:
+            _print_json(metrics)
+        else:
+            print(f"{metrics['benchmark']} {metrics['split']}: {int(metrics['queries'])} queries, "
+                  f"{int(metrics['corpus'])} candidates, model {metrics['model_version']}")
+            for key in ("recall@1", f"recall@{args.k}", "recall@50", "mrr", f"reduction_ratio@{args.k}", "ndcg@10"):
+                if key in metrics:
+                    print(f"  {key:<20} {metrics[key]:.4f}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_retrieval)
 
 
 def build_parser() -> argparse.ArgumentParser:

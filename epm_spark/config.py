@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.encoder.config import EncoderSettings
 
 __all__ = [
     "ConfigError",
@@ -128,6 +129,7 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
 
 def _positive(obj: Any, *names: str) -> None:
