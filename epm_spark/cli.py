@@ -195,6 +195,45 @@ def _verb_train_encoder(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_embed(sub) -> None:
+    p = sub.add_parser("embed", help="embed listings of one or more sources into embeddings (incremental)")
+    p.add_argument("--source", action="append", required=True, metavar="NAME",
+                   help="source to embed (repeatable, or comma-separated)")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.embed import embed
+
+        sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
+        report = embed(_spark(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
+                       model=args.model)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_block(sub) -> None:
+    p = sub.add_parser("block", help="write candidate pairs: k nearest right listings per left listing")
+    p.add_argument("--left", required=True, help="query source (ours)")
+    p.add_argument("--right", default=None, help="source searched (a competitor); omitted: de-duplicate --left")
+    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.block import block
+
+        report = block(_spark(settings), settings, left=args.left, right=args.right, k=args.k,
+                       run_id=args.run_id or default_run_id())
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -203,6 +242,8 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_tables,
     _verb_schema,
     _verb_train_encoder,
+    _verb_embed,
+    _verb_block,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
