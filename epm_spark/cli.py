@@ -280,6 +280,34 @@ def _evaluate_retrieval(evaluations) -> None:
 EVALUATIONS.append(_evaluate_retrieval)
 
 
+def _evaluate_blocking(evaluations) -> None:
+    p = evaluations.add_parser("blocking", help="pair completeness and reduction ratio of embed + block")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
+    p.add_argument("--k", type=int, action="append", default=None, help="neighbours (repeatable; default 10)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    p.add_argument("--keep", default=None, metavar="DIR", help="keep the scratch warehouse in DIR")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
+
+        result = evaluate_blocking(_spark(settings), settings, benchmark=args.benchmark, ks=args.k or [10],
+                                   split=args.split, model=args.model, keep=args.keep)
+        if args.json:
+            _print_json(result)
+        else:
+            for key, value in result.items():
+                print(f"{key:<24} {value}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_blocking)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epm-spark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
