@@ -69,7 +69,7 @@ def index_root(settings: Settings) -> Path:
     return Path(settings.block.index_dir) if settings.block.index_dir else Path(settings.warehouse) / "_indexes"
 
 
-def _limit_threads() -> None:
+def limit_threads() -> None:
     """One task, its share of cores: faiss and torch default to every core of the machine."""
     from pyspark import TaskContext
 
@@ -153,7 +153,7 @@ def block(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
         from epm_spark.models.index import VectorIndex
 
-        _limit_threads()
+        limit_threads()
         shard = int(pdf["shard"].iloc[0])
         path = folder / f"shard-{shard:05d}"
         if not (path / "meta.json").exists():
@@ -182,7 +182,7 @@ def block(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     def search(pdf: pd.DataFrame) -> pd.DataFrame:
         from epm_spark.models.index import VectorIndex
 
-        _limit_threads()
+        limit_threads()
         path = pdf["path"].iloc[0]
         if path not in _INDEXES:
             _INDEXES[path] = VectorIndex.load(path, index_settings)

@@ -142,9 +142,12 @@ def embed(spark: SparkSession, settings: Settings, *, sources: list[str], run_id
     embedded_at = pd.Timestamp.now(tz="UTC")
 
     def encode(batches):
+        from epm_spark.pipeline.block import limit_threads
+
         encoder = None
         for pdf in batches:
             if encoder is None:
+                limit_threads()
                 encoder = _encoder(model, task_device(device_pref), enc)
             vectors = encoder.encode(encoder.listing_texts(pdf), batch_size, show_progress=False)
             yield pd.DataFrame({
