@@ -234,6 +234,44 @@ def _verb_block(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_dedup(sub) -> None:
+    p = sub.add_parser("dedup", help="cluster one catalog's listings from its accepted matches (stable ids)")
+    p.add_argument("--source", required=True, help="the catalog to de-duplicate")
+    p.add_argument("--matches-run-id", default=None, help="run of the matches to use (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.dedup import dedup
+
+        report = dedup(_spark(settings), settings, source=args.source, run_id=args.run_id or default_run_id(),
+                       matches_run_id=args.matches_run_id)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_price_match(sub) -> None:
+    p = sub.add_parser("price-match", help="compare our prices with matched competitor listings")
+    p.add_argument("--ours", required=True, help="our catalog's source")
+    p.add_argument("--competitors", required=True, help="competitor sources, comma-separated")
+    p.add_argument("--matches-run-id", default=None, help="run of the matches to use (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.price_match import price_match
+
+        competitors = [c.strip() for c in args.competitors.split(",") if c.strip()]
+        report = price_match(_spark(settings), settings, ours=args.ours, competitors=competitors,
+                             run_id=args.run_id or default_run_id(), matches_run_id=args.matches_run_id)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -244,6 +282,8 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_train_encoder,
     _verb_embed,
     _verb_block,
+    _verb_dedup,
+    _verb_price_match,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).

@@ -144,6 +144,52 @@ class BlockSettings:
 
 
 @dataclass
+class DedupSettings:
+    """Clustering one catalog from its accepted matches."""
+
+    # Clusters with more listings than this are flagged: chains of weak matches, not one product.
+    max_cluster_size: int = 20
+    # Accept only matches at least this probable (None: the matcher's own label decides).
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_cluster_size")
+        if self.min_probability is not None and not 0.0 <= self.min_probability <= 1.0:
+            raise ConfigError("min_probability must be between 0 and 1")
+
+
+@dataclass
+class PriceMatchSettings:
+    """Comparing our prices with matched competitor prices in one currency."""
+
+    currency: str = "EUR"
+    # Units of `currency` per unit of each currency; a price in a currency not listed is not converted.
+    rates: dict[str, float] = field(default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17})
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        from epm_spark.io.prices import normalise_currency
+
+        code = normalise_currency(self.currency)
+        if code is None:
+            raise ConfigError(f"currency {self.currency!r} is not a known currency code")
+        self.currency = code
+        rates = {}
+        for name, rate in self.rates.items():
+            iso = normalise_currency(name)
+            if iso is None:
+                raise ConfigError(f"rates: {name!r} is not a known currency code")
+            if rate <= 0:
+                raise ConfigError(f"rates.{name} must be > 0")
+            rates[iso] = float(rate)
+        if self.currency not in rates:
+            rates[self.currency] = 1.0
+        elif rates[self.currency] != 1.0:
+            raise ConfigError(f"rates.{self.currency} must be 1.0: it is the reporting currency")
+        self.rates = rates
+
+
+@dataclass
 class Settings:
     """The root of ``conf/*.yaml``: one section per concern."""
 
@@ -153,6 +199,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     block: BlockSettings = field(default_factory=BlockSettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+    price_match: PriceMatchSettings = field(default_factory=PriceMatchSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
 

@@ -195,9 +195,10 @@ CLUSTERS = _table(
         ("source", pa.string(), "member's source"),
         ("cluster_size", pa.int32(), "members in the cluster"),
         ("flagged", pa.bool_(), "cluster above the size limit: review, do not trust"),
+        ("clustered_at", TS, "when the run computed the clusters"),
         ("run_id", pa.string(), "the run that computed the clusters"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "source"),
     key=("run_id", "source", "product_id"),
     required=("cluster_id", "product_id", "source", "run_id"),
     description="Connected components over accepted matches, ids stable across runs.",
@@ -206,15 +207,17 @@ CLUSTERS = _table(
 CLUSTER_CHANGES = _table(
     "cluster_changes",
     [
-        ("cluster_id", pa.string(), "cluster id in this run"),
-        ("change", pa.string(), "created, merged, split, unchanged, removed"),
-        ("previous_cluster_ids", pa.list_(pa.string()), "ids in the previous run"),
-        ("cluster_size", pa.int32(), "members in this run"),
+        ("cluster_id", pa.string(), "cluster id in this run (the removed cluster's id for removed)"),
+        ("source", pa.string(), "the catalog de-duplicated"),
+        ("change", pa.string(), "created, merged, split, updated, unchanged or removed"),
+        ("previous_cluster_ids", pa.list_(pa.string()), "clusters of the previous run its members were in"),
+        ("cluster_size", pa.int32(), "members in this run (0 for removed)"),
+        ("previous_size", pa.int32(), "members of the cluster with this id in the previous run"),
         ("run_id", pa.string(), "the run"),
         ("previous_run_id", pa.string(), "the run compared against"),
     ],
-    partition_by=("run_id",),
-    required=("cluster_id", "change", "run_id"),
+    partition_by=("run_id", "source"),
+    required=("cluster_id", "source", "change", "run_id"),
     description="What happened to each cluster since the previous run.",
 )
 
@@ -238,8 +241,8 @@ PRICE_COMPARISONS = _table(
         ("rationale", pa.string(), "why the matcher said match"),
         ("run_id", pa.string(), "the run"),
     ],
-    partition_by=("run_id",),
-    required=("our_id", "competitor_id", "run_id"),
+    partition_by=("run_id", "our_source"),
+    required=("our_id", "our_source", "competitor_id", "run_id"),
     description="Our listings against matched competitor listings, currencies normalised.",
 )
 
