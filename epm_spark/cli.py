@@ -234,6 +234,29 @@ def _verb_block(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_match(sub) -> None:
+    p = sub.add_parser("match", help="decide every candidate pair: floor, label mode, explain the uncertain")
+    p.add_argument("--left", required=True, help="left source of the candidates")
+    p.add_argument("--right", default=None, help="right source (omitted: the de-duplication run of --left)")
+    p.add_argument("--model", default=None, help="matcher model folder (default: match.model)")
+    p.add_argument("--explain", choices=["band", "all", "none"], default=None,
+                   help="which pairs get a generated, explained decision (default: match.explain)")
+    p.add_argument("--candidates-run-id", default=None, help="run of the candidates (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.match import match
+
+        report = match(_spark(settings), settings, left=args.left, right=args.right,
+                       run_id=args.run_id or default_run_id(), candidates_run_id=args.candidates_run_id,
+                       model=args.model, explain=args.explain)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _verb_dedup(sub) -> None:
     p = sub.add_parser("dedup", help="cluster one catalog's listings from its accepted matches (stable ids)")
     p.add_argument("--source", required=True, help="the catalog to de-duplicate")
@@ -282,6 +305,7 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_train_encoder,
     _verb_embed,
     _verb_block,
+    _verb_match,
     _verb_dedup,
     _verb_price_match,
 ]

@@ -144,6 +144,29 @@ class BlockSettings:
 
 
 @dataclass
+class MatchSettings:
+    """The nightly matching cascade: floor, label mode, explain mode for the uncertain."""
+
+    # A matcher model folder (epm-spark train-matcher); required by `epm-spark match`.
+    model: str | None = None
+    # Pairs less similar than this are no_match without the model (None: every pair goes to the model).
+    similarity_floor: float | None = 0.35
+    # P(match) in [low, high] gets the full explained decision.
+    uncertainty_band: list[float] = field(default_factory=lambda: [0.3, 0.7])
+    explain: Literal["band", "all", "none"] = "band"
+    # None: the threshold tuned on validation and stored with the model.
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.uncertainty_band) != 2 or not 0.0 <= self.uncertainty_band[0] <= self.uncertainty_band[1] <= 1.0:
+            raise ConfigError("uncertainty_band must be [low, high] with 0 <= low <= high <= 1")
+        if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
+            raise ConfigError("similarity_floor must be between -1 and 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError("threshold must be between 0 and 1")
+
+
+@dataclass
 class DedupSettings:
     """Clustering one catalog from its accepted matches."""
 
@@ -199,6 +222,7 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     block: BlockSettings = field(default_factory=BlockSettings)
+    match: MatchSettings = field(default_factory=MatchSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     price_match: PriceMatchSettings = field(default_factory=PriceMatchSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
