@@ -150,6 +150,35 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _evaluate_matching(sub) -> None:
+    p = sub.add_parser("matching", help="precision, recall, F1, format-valid rate and speed of a matcher")
+    p.add_argument("--benchmark", required=True, help="benchmark folder (DeepMatcher or WDC Products layout)")
+    p.add_argument("--split", default="test", help="test, valid, test_000un, ... (default: test)")
+    p.add_argument("--model", default=None, help="matcher model folder (default: matcher.student, zero-shot)")
+    p.add_argument("--mode", choices=["label", "explain"], default="label",
+                   help="label: one forward pass per pair; explain: generate the full decision")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a stratified sample of N pairs")
+    p.add_argument("--threshold", default="model",
+                   help="model (stored with the model), tune (on the valid split) or a number (default: model)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_matching import evaluate_matching
+
+        report = evaluate_matching(settings, benchmark=args.benchmark, split=args.split, model=args.model,
+                                   mode=args.mode, limit=args.limit, threshold=args.threshold)
+        if args.json:
+            _print_json(report)
+        else:
+            print(f"{report['benchmark']} {report['split']} ({report['pairs']} pairs, {report['mode']} mode): "
+                  f"P {report['precision']:.4f} R {report['recall']:.4f} F1 {report['f1']:.4f} "
+                  f"format-valid {report['format_valid_rate']:.3f} {report['pairs_per_s']:.2f} pairs/s")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -159,7 +188,7 @@ VERBS: list[Callable[[Any], None]] = [
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
-EVALUATIONS: list[Callable[[Any], None]] = []
+EVALUATIONS: list[Callable[[Any], None]] = [_evaluate_matching]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.matcher.settings import MatcherSettings
 
 __all__ = [
     "ConfigError",
@@ -116,6 +117,7 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
 
 
 def _positive(obj: Any, *names: str) -> None:
