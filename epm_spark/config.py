@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
 
 __all__ = [
     "ConfigError",
@@ -116,6 +117,9 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    judges: JudgeSettings = field(default_factory=JudgeSettings)
+    rewards: RewardSettings = field(default_factory=RewardSettings)
 
 
 def _positive(obj: Any, *names: str) -> None:
