@@ -1,0 +1,543 @@
+"""Delta tables of the warehouse: one folder per table, every job's reads and writes.
+
+Two engines, one API:
+
+* **native**: ``delta-spark`` when the session has the Delta jars (Databricks, EMR,
+  Dataproc with Delta): ``df.write.format("delta")`` with ``replaceWhere`` and
+  ``txnAppId``/``txnVersion``.
+* **delta-rs** (the embedded default, no jars needed): Spark tasks write Parquet files
+  straight into the table folder in parallel (``mapInArrow``); the driver then commits
+  the list of files in one Delta transaction. Rows never travel to the driver. Files of
+  a write that fails before its commit are not in the log, so readers never see them,
+  and the driver deletes them.
+
+Write modes:
+
+* ``overwrite``: the table becomes exactly the written rows.
+* ``replace``: the rows of one partition (e.g. ``{"source": "ours"}`` or
+  ``{"run_id": "2026-11-23"}``) are replaced; other partitions are untouched.
+  Re-running a job with the same partition gives the same table, never duplicates.
+* ``append``: rows are added; with a ``run_id`` the commit records a Delta application
+  transaction ``epm-spark/<table>/<job>/<run_id>``, and a second append of the same run
+  is skipped.
+
+Reads come from the table's current snapshot, or a given version, via its file list.
+Small driver-side tables (training sets, review queues) use :func:`read_pandas` and
+:func:`write_pandas`, which go through the same commit code without Spark.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from epm_spark.errors import InputError, TableNotFoundError, worker_errors
+from epm_spark.io.schemas import TABLES, TableSpec, check_partition_value, spec as table_spec
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+__all__ = [
+    "WriteMode",
+    "CommitInfo",
+    "table_uri",
+    "table_exists",
+    "table_version",
+    "read",
+    "read_pandas",
+    "write",
+    "write_pandas",
+    "describe_warehouse",
+    "uses_native_delta",
+]
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["append", "overwrite", "replace"]
+
+# What each write task reports back to the driver: one row per Parquet file it wrote.
+_STAGED = pa.schema([
+    ("path", pa.string()),
+    ("size", pa.int64()),
+    ("partition_values", pa.string()),
+    ("stats", pa.string()),
+    ("rows", pa.int64()),
+])
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    table: str
+    version: int | None
+    rows: int
+    files: int
+    mode: str
+    skipped: bool = False
+
+    def __str__(self) -> str:
+        if self.skipped:
+            return f"{self.table}: already committed for this run, nothing written"
+        return f"{self.table}: {self.mode} {self.rows:,} rows in {self.files} files -> version {self.version}"
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def table_uri(warehouse: str | os.PathLike[str], table: str) -> str:
+    return str(Path(warehouse).resolve() / table)
+
+
+def table_exists(warehouse: str | os.PathLike[str], table: str) -> bool:
+    return (Path(table_uri(warehouse, table)) / "_delta_log").is_dir()
+
+
+def _open(warehouse: str | os.PathLike[str], table: str, version: int | None = None):
+    from deltalake import DeltaTable
+
+    uri = table_uri(warehouse, table)
+    if not table_exists(warehouse, table):
+        existing = sorted(p.parent.name for p in Path(warehouse).glob("*/_delta_log"))
+        hint = _CREATED_BY.get(table, "")
+        raise TableNotFoundError(
+            f"table '{table}' does not exist in warehouse {Path(warehouse).resolve()}"
+            + (f" (it is written by `epm-spark {hint}`)" if hint else "")
+            + (f"; tables there: {', '.join(existing)}" if existing else "; the warehouse is empty")
+        )
+    try:
+        return DeltaTable(uri, version=version)
+    except Exception as exc:  # delta-rs raises several types for a version that is not there
+        if version is not None:
+            raise InputError(f"table '{table}' has no version {version}: {exc}") from None
+        raise
+
+
+_CREATED_BY = {
+    "products": "ingest, load-benchmark or generate",
+    "products_quarantine": "ingest",
+    "labelled_pairs": "load-benchmark or generate",
+    "embeddings": "embed",
+    "candidates": "block",
+    "matches": "match",
+    "clusters": "dedup",
+    "cluster_changes": "dedup",
+    "price_comparisons": "price-match",
+}
+
+
+def table_version(warehouse: str | os.PathLike[str], table: str) -> int | None:
+    return _open(warehouse, table).version() if table_exists(warehouse, table) else None
+
+
+def _check_readable(dt, table: str) -> None:
+    protocol = dt.protocol()
+    features = set(protocol.reader_features or [])
+    unsupported = features & {"deletionVectors", "columnMapping", "v2Checkpoint"}
+    if unsupported:
+        raise InputError(
+            f"table '{table}' uses Delta reader features {sorted(unsupported)}, which the delta-rs "
+            "reader of this suite does not apply; run with the Delta jars (delta.engine=native)"
+        )
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def uses_native_delta(spark: SparkSession, engine: str = "auto") -> bool:
+    """Whether writes and reads go through delta-spark (the session has the Delta jars)."""
+    if engine == "delta-rs":
+        return False
+    has_jars = "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
+    if engine == "native" and not has_jars:
+        raise InputError(
+            "delta.engine=native but the Spark session has no Delta extension; set "
+            "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension (cluster) or use delta.engine=auto"
+        )
+    return has_jars
+
+
+def read(spark: SparkSession, warehouse: str, table: str, version: int | None = None,
+         engine: str = "auto") -> DataFrame:
+    """The table's snapshot (current, or ``version``) as a Spark DataFrame in its declared column order."""
+    spec = table_spec(table) if table in TABLES else None
+    uri = table_uri(warehouse, table)
+    if uses_native_delta(spark, engine):
+        if not table_exists(warehouse, table):
+            _open(warehouse, table)  # raises the clear not-found error
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        df = reader.load(uri)
+        return df.select(*spec.columns) if spec else df
+    dt = _open(warehouse, table, version)
+    _check_readable(dt, table)
+    from epm_spark.io.schemas import to_spark_schema
+
+    arrow_schema = spec.schema if spec else pa.schema(dt.schema().to_arrow())
+    spark_schema = to_spark_schema(arrow_schema)
+    files = dt.file_uris()
+    if not files:
+        return spark.createDataFrame([], spark_schema)
+    # Hive-style folders (source=ours/) give Spark the partition values, typed by the schema.
+    df = spark.read.schema(spark_schema).option("basePath", _as_uri(uri)).parquet(*files)
+    return df.select(*arrow_schema.names)
+
+
+def _as_uri(path: str) -> str:
+    return path if "://" in path else Path(path).resolve().as_uri()
+
+
+def read_pandas(warehouse: str | os.PathLike[str], table: str, version: int | None = None,
+                columns: list[str] | None = None, filters: list[tuple] | None = None) -> pd.DataFrame:
+    """A small table, or a filtered part of one, as pandas via delta-rs (no Spark, no JVM).
+
+    ``filters`` are DNF tuples such as ``[("benchmark", "=", "abt_buy")]``.
+    """
+    dt = _open(warehouse, table, version)
+    _check_readable(dt, table)
+    expr = None
+    if filters:
+        import pyarrow.dataset as ds
+
+        for col, op, value in filters:
+            term = {"=": ds.field(col) == value, "!=": ds.field(col) != value,
+                    "in": ds.field(col).isin(list(value))}.get(op)
+            if term is None:
+                raise ValueError(f"unsupported filter operator {op!r}")
+            expr = term if expr is None else expr & term
+    result = dt.to_pyarrow_dataset().to_table(columns=columns, filter=expr)
+    if columns is None and table in TABLES:
+        result = result.select(table_spec(table).columns)
+    return result.to_pandas(maps_as_pydicts="strict")
+
+
+# ----------------------------------------------------------------------------- writes
+
+
+def _data_schema(spec: TableSpec) -> pa.Schema:
+    """Partition columns live in folder names and the log, not in the Parquet files."""
+    return pa.schema([f for f in spec.schema if f.name not in spec.partition_by])
+
+
+def _file_stats(table: pa.Table) -> str:
+    stats: dict[str, Any] = {"numRecords": table.num_rows, "nullCount": {}, "minValues": {}, "maxValues": {}}
+    for field_ in table.schema:
+        column = table.column(field_.name)
+        stats["nullCount"][field_.name] = column.null_count
+        typ = field_.type
+        if not (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_string(typ)):
+            continue
+        if column.null_count == len(column):
+            continue
+        mm = pc.min_max(column)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if isinstance(lo, float) and (lo != lo or hi != hi):  # NaN makes min/max meaningless
+            continue
+        if isinstance(lo, str) and (len(lo) > 64 or len(hi) > 64):
+            continue
+        stats["minValues"][field_.name] = lo
+        stats["maxValues"][field_.name] = hi
+    return json.dumps(stats)
+
+
+class _FileWriter:
+    """Writes Arrow batches of one table into Parquet files under ``uri``; one writer per task."""
+
+    def __init__(self, uri: str, spec: TableSpec, write_id: str, max_rows: int,
+                 expect: dict[str, str] | None):
+        self.uri, self.spec, self.write_id, self.max_rows = uri, spec, write_id, max_rows
+        self.expect = expect or {}
+        self.data_schema = _data_schema(spec)
+        self.pending: dict[tuple, list[pa.Table]] = {}
+        self.pending_rows: dict[tuple, int] = {}
+        self.staged: list[dict[str, Any]] = []
+
+    def add(self, batch: pa.RecordBatch | pa.Table) -> None:
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        if table.num_rows == 0:
+            return
+        table = _conform(table, self.spec)
+        parts = self.spec.partition_by
+        if not parts:
+            self._buffer((), table)
+            return
+        keys = table.select(list(parts)).group_by(list(parts)).aggregate([])
+        for key in keys.to_pylist():
+            mask = None
+            for col in parts:
+                value = key[col]
+                cond = pc.is_null(table[col]) if value is None else pc.equal(table[col], value)
+                mask = cond if mask is None else pc.and_(mask, cond)
+            self._buffer(tuple(key[c] for c in parts), table.filter(mask))
+
+    def _buffer(self, key: tuple, table: pa.Table) -> None:
+        for col, value in zip(self.spec.partition_by, key):
+            if value is None:
+                raise InputError(f"table '{self.spec.name}': partition column '{col}' is null in some rows")
+            check_partition_value(col, value)
+            if col in self.expect and str(value) != self.expect[col]:
+                raise InputError(
+                    f"table '{self.spec.name}': replacing {col}={self.expect[col]!r} but a row has {col}={value!r}"
+                )
+        self.pending.setdefault(key, []).append(table)
+        self.pending_rows[key] = self.pending_rows.get(key, 0) + table.num_rows
+        if self.pending_rows[key] >= self.max_rows:
+            self._flush(key)
+
+    def _flush(self, key: tuple) -> None:
+        tables = self.pending.pop(key, [])
+        self.pending_rows.pop(key, None)
+        if not tables:
+            return
+        data = pa.concat_tables(tables).select(self.data_schema.names).cast(self.data_schema)
+        folder = "/".join(f"{c}={v}" for c, v in zip(self.spec.partition_by, key))
+        name = f"part-{self.write_id}-{uuid.uuid4().hex[:12]}.parquet"
+        rel = f"{folder}/{name}" if folder else name
+        full = os.path.join(self.uri, rel)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        pq.write_table(data, full, compression="zstd")
+        self.staged.append({
+            "path": rel,
+            "size": os.path.getsize(full),
+            "partition_values": json.dumps(dict(zip(self.spec.partition_by, map(str, key)))),
+            "stats": _file_stats(data),
+            "rows": data.num_rows,
+        })
+
+    def close(self) -> list[dict[str, Any]]:
+        for key in list(self.pending):
+            self._flush(key)
+        return self.staged
+
+
+def _conform(table: pa.Table, spec: TableSpec) -> pa.Table:
+    """Select and cast the spec's columns; name what is missing or null that may not be."""
+    missing = [c for c in spec.columns if c not in table.column_names]
+    if missing:
+        raise InputError(f"table '{spec.name}': rows lack columns {missing}")
+    table = table.select(spec.columns)
+    try:
+        table = table.cast(spec.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise InputError(f"table '{spec.name}': rows do not fit the declared schema: {exc}") from None
+    for col in spec.required:
+        nulls = table.column(col).null_count
+        if nulls:
+            raise InputError(f"table '{spec.name}': {nulls} rows have no {col}")
+    return table
+
+
+def _delete_staged(uri: str, write_id: str) -> int:
+    """Remove the files of a write that will not be committed (they are invisible, but not free)."""
+    removed = 0
+    for path in Path(uri).rglob(f"part-{write_id}-*.parquet"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _app_id(table: str, job: str | None, run_id: str) -> str:
+    return f"epm-spark/{table}/{job or 'write'}/{run_id}"
+
+
+def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: WriteMode,
+            partition: dict[str, str] | None, run_id: str | None, job: str | None) -> int:
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
+
+    now = int(time.time() * 1000)
+    adds = [AddAction(s["path"], int(s["size"]), json.loads(s["partition_values"]), now, True, s["stats"])
+            for s in staged]
+    metadata = {"epm_spark.job": job or "write", "epm_spark.mode": mode}
+    if run_id:
+        metadata["epm_spark.run_id"] = run_id
+    txns = [Transaction(_app_id(spec.name, job, run_id), 0, now)] if run_id else None
+    props = CommitProperties(custom_metadata=metadata, app_transactions=txns)
+    if not DeltaTable.is_deltatable(uri):
+        create_table_with_add_actions(uri, Schema.from_arrow(spec.schema), adds, mode="error",
+                                      partition_by=list(spec.partition_by) or None, name=spec.name,
+                                      description=spec.description, commit_properties=props)
+        return 0
+    dt = DeltaTable(uri)
+    _check_schema(dt, spec)
+    filters = [(c, "=", v) for c, v in (partition or {}).items()] or None
+    delta_mode = "append" if mode == "append" else "overwrite"
+    dt.create_write_transaction(adds, delta_mode, spec.schema, partition_by=list(spec.partition_by) or None,
+                                partition_filters=filters if mode == "replace" else None,
+                                commit_properties=props)
+    return DeltaTable(uri).version()
+
+
+def _check_schema(dt, spec: TableSpec) -> None:
+    current = pa.schema(dt.schema().to_arrow())
+    have = {f.name: f.type for f in current}
+    want = {f.name: f.type for f in spec.schema}
+    if set(have) != set(want):
+        raise InputError(
+            f"table '{spec.name}' at {dt.table_uri} has columns {sorted(have)}, but this version of epm-spark "
+            f"writes {sorted(want)}; write to a new warehouse or migrate the table"
+        )
+
+
+def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None) -> dict[str, str] | None:
+    if mode not in ("append", "overwrite", "replace"):
+        raise InputError(f"unknown write mode {mode!r}; use append, overwrite or replace")
+    if mode != "replace":
+        if partition:
+            raise InputError("a partition is only given with mode='replace'")
+        return None
+    if not partition:
+        raise InputError(f"mode='replace' needs the partition to replace, e.g. {{'{(spec.partition_by or ('?',))[0]}': ...}}")
+    unknown = set(partition) - set(spec.partition_by)
+    if unknown:
+        raise InputError(
+            f"table '{spec.name}' is partitioned by {list(spec.partition_by)}, not {sorted(unknown)}"
+        )
+    return {c: check_partition_value(c, v) for c, v in partition.items()}
+
+
+def _already_committed(uri: str, spec: TableSpec, mode: str, run_id: str | None, job: str | None) -> bool:
+    if mode != "append" or not run_id:
+        return False
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(uri):
+        return False
+    return DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is not None
+
+
+def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
+          partition: dict[str, Any] | None = None, run_id: str | None = None, job: str | None = None,
+          engine: str = "auto", max_rows_per_file: int = 1_000_000) -> CommitInfo:
+    """Write a Spark DataFrame to a warehouse table in one commit (see the module docstring)."""
+    spec = table_spec(table)
+    expect = _validate_mode(spec, mode, partition)
+    uri = table_uri(warehouse, table)
+    if _already_committed(uri, spec, mode, run_id, job):
+        log.info("%s: run %s of %s is already committed; skipping the append", table, run_id, job)
+        return CommitInfo(table, table_version(warehouse, table), 0, 0, mode, skipped=True)
+    spark = df.sparkSession
+    if uses_native_delta(spark, engine):
+        return _write_native(df, uri, spec, mode, expect, run_id, job)
+
+    write_id = uuid.uuid4().hex[:12]
+    Path(uri).mkdir(parents=True, exist_ok=True)
+    data_columns = [c for c in spec.columns if c in df.columns]
+    missing = [c for c in spec.columns if c not in df.columns]
+    if missing:
+        raise InputError(f"table '{table}': rows lack columns {missing}")
+
+    def write_task(batches):
+        writer = _FileWriter(uri, spec, write_id, max_rows_per_file, expect)
+        for batch in batches:
+            writer.add(batch)
+        staged = writer.close()
+        if staged:
+            yield pa.RecordBatch.from_pylist(staged, schema=_STAGED)
+
+    from epm_spark.io.schemas import to_spark_schema
+
+    try:
+        with worker_errors():
+            rows = df.select(*data_columns).mapInArrow(write_task, to_spark_schema(_STAGED)).collect()
+        staged = [r.asDict() for r in rows]
+        version = _commit(uri, spec, staged, mode, expect, run_id, job)
+    except BaseException:
+        removed = _delete_staged(uri, write_id)
+        log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
+        _remove_if_empty(uri)
+        raise
+    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
+    log.info("%s", info)
+    return info
+
+
+def _remove_if_empty(uri: str) -> None:
+    """A first write that failed leaves no folder behind that looks like a table."""
+    path = Path(uri)
+    if path.is_dir() and not (path / "_delta_log").exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: dict[str, str] | None,
+                  run_id: str | None, job: str | None) -> CommitInfo:
+    writer = df.select(*spec.columns).write.format("delta")
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    if mode == "replace":
+        predicate = " AND ".join(f"{c} = '{v}'" for c, v in expect.items())
+        writer = writer.mode("overwrite").option("replaceWhere", predicate)
+    else:
+        writer = writer.mode(mode)
+    if run_id:
+        writer = writer.option("txnAppId", _app_id(spec.name, job, run_id)).option("txnVersion", 0)
+    writer.save(uri)
+    from deltalake import DeltaTable
+
+    version = DeltaTable(uri).version()
+    log.info("%s: %s via delta-spark -> version %s", spec.name, mode, version)
+    return CommitInfo(spec.name, version, -1, -1, mode)
+
+
+def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode: WriteMode, *,
+                 partition: dict[str, Any] | None = None, run_id: str | None = None,
+                 job: str | None = None, max_rows_per_file: int = 1_000_000) -> CommitInfo:
+    """Write a small driver-side frame (training sets, review queues) with the same commit rules."""
+    spec = table_spec(table)
+    expect = _validate_mode(spec, mode, partition)
+    uri = table_uri(warehouse, table)
+    if _already_committed(uri, spec, mode, run_id, job):
+        log.info("%s: run %s of %s is already committed; skipping the append", table, run_id, job)
+        return CommitInfo(table, table_version(warehouse, table), 0, 0, mode, skipped=True)
+    if isinstance(data, pd.DataFrame):
+        missing = [c for c in spec.columns if c not in data.columns]
+        if missing:
+            raise InputError(f"table '{table}': rows lack columns {missing}")
+        try:
+            data = pa.Table.from_pandas(data[spec.columns], schema=spec.schema, preserve_index=False, safe=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InputError(f"table '{table}': rows do not fit the declared schema: {exc}") from None
+    write_id = uuid.uuid4().hex[:12]
+    Path(uri).mkdir(parents=True, exist_ok=True)
+    try:
+        writer = _FileWriter(uri, spec, write_id, max_rows_per_file, expect)
+        for batch in data.to_batches(max_chunksize=max_rows_per_file):
+            writer.add(batch)
+        staged = writer.close()
+        version = _commit(uri, spec, staged, mode, expect, run_id, job)
+    except BaseException:
+        _delete_staged(uri, write_id)
+        _remove_if_empty(uri)
+        raise
+    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
+    log.info("%s", info)
+    return info
+
+
+# ----------------------------------------------------------------------------- inventory
+
+
+def describe_warehouse(warehouse: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every Delta table under ``warehouse`` with its version and row count (from the log, no scan)."""
+    from deltalake import DeltaTable
+
+    rows = []
+    for log_dir in sorted(Path(warehouse).glob("*/_delta_log")):
+        uri = str(log_dir.parent.resolve())
+        dt = DeltaTable(uri)
+        actions = pa.table(dt.get_add_actions(flatten=True))
+        count = int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+        rows.append({"table": log_dir.parent.name, "version": dt.version(), "rows": count,
+                     "files": actions.num_rows, "path": uri})
+    return rows
