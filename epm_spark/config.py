@@ -23,6 +23,7 @@ import yaml
 
 from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.settings import MatcherSettings
+from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
 
 __all__ = [
     "ConfigError",
@@ -117,6 +118,9 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    judges: JudgeSettings = field(default_factory=JudgeSettings)
+    rewards: RewardSettings = field(default_factory=RewardSettings)
     matcher: MatcherSettings = field(default_factory=MatcherSettings)
 
 

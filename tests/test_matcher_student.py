@@ -10,7 +10,6 @@ from tiny_student import TOY_PAIRS, listing, pair_rows, tiny_student  # noqa: F4
 
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
-from epm_spark.models.matcher.pairs import pair_frame, side
 from epm_spark.models.matcher.prompt import DECISION_PREFIX, LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import PromptSettings
 from epm_spark.models.matcher.student import load_student, load_tokenizer, resolve_student
@@ -60,23 +59,6 @@ def test_label_tokens_split_where_the_labels_part(tiny_student):
     assert tokenizer.decode(ids).startswith(prompt)
     assert tokenizer.decode(ids + [t_match]).endswith(DECISION_PREFIX[-1] + tokenizer.decode([t_match]))
     assert "match" in tokenizer.decode(ids + [t_match])[len(prompt):]
-
-
-def test_pair_frame_joins_listings_by_source_and_id():
-    import pandas as pd
-
-    products = pd.DataFrame([
-        {"product_id": "1", "source": "a", "title": "left one", "brand": None, "attributes": {}},
-        {"product_id": "1", "source": "b", "title": "right one", "brand": "B", "attributes": {}},
-    ])
-    pairs = pd.DataFrame([{"left_id": "1", "right_id": "1", "left_source": "a", "right_source": "b", "label": 1}])
-    frame = pair_frame(pairs, products)
-    row = frame.to_dict("records")[0]
-    assert side(row, "left")["title"] == "left one"
-    assert side(row, "right")["title"] == "right one" and side(row, "right")["brand"] == "B"
-    missing = pairs.assign(right_id="2")
-    with pytest.raises(InputError, match="right listing that is not in products"):
-        pair_frame(missing, products)
 
 
 def test_prompter_rejects_a_frame_without_listing_columns(tiny_student):

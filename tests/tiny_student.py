@@ -64,6 +64,7 @@ def pair_rows(pairs: list[tuple[dict, dict, int]], benchmark: str = "toy") -> pd
     rows = []
     for left, right, label in pairs:
         row = {f"left_{k}": v for k, v in left.items()} | {f"right_{k}": v for k, v in right.items()}
+        row["left_id"], row["right_id"] = row.pop("left_product_id"), row.pop("right_product_id")
         rows.append({**row, "label": label, "benchmark": benchmark})
     return pd.DataFrame(rows)
 

@@ -13,12 +13,10 @@ import os
 import platform
 from typing import Any
 
-import pandas as pd
-
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
 
-__all__ = ["evaluate_matching", "benchmark_pairs", "machine"]
+__all__ = ["evaluate_matching", "machine"]
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +29,6 @@ def machine() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), "gpu": gpu, "torch": torch.__version__}
 
 
-def benchmark_pairs(bench, split: str) -> pd.DataFrame:
-    """One split of a loaded benchmark as a pair frame (listings joined in)."""
-    from epm_spark.models.matcher.pairs import pair_frame
-
-    return pair_frame(bench.split_pairs(split), pd.concat([bench.left, bench.right], ignore_index=True))
-
-
 def evaluate_matching(settings: Settings, *, benchmark: str, split: str = "test", model: str | None = None,
                       mode: str = "label", limit: int | None = None, threshold: str = "model",
                       name: str | None = None) -> dict[str, Any]:
@@ -45,6 +36,7 @@ def evaluate_matching(settings: Settings, *, benchmark: str, split: str = "test"
     from epm_spark.io.benchmarks import load_benchmark
     from epm_spark.models.matcher.evaluation import MatchingEvaluator, stratified_sample, tune_threshold
     from epm_spark.models.matcher.inference import Matcher
+    from epm_spark.models.matcher.pairs import benchmark_pairs
 
     bench = load_benchmark(benchmark, name=name)
     pairs = stratified_sample(benchmark_pairs(bench, split), limit, seed=0)

@@ -21,15 +21,23 @@ from typing import Any
 import pandas as pd
 
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
-from epm_spark.models.matcher.pairs import check_pair_frame, side
+from epm_spark.errors import InputError
+from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.settings import PromptSettings
 from epm_spark.models.text import listing_text
 
-__all__ = ["DECISION_PREFIX", "PairPrompter", "LabelTokens", "encode"]
+__all__ = ["DECISION_PREFIX", "PairPrompter", "LabelTokens", "encode", "check_pair_frame"]
 
 # The decision JSON starts with its label (MatchDecision.to_json's fixed key order), so the
 # label is the first thing the student commits to, right after this prefix.
 DECISION_PREFIX = '{"label": "'
+
+
+def check_pair_frame(pairs: pd.DataFrame) -> None:
+    missing = [c for c in ("left_title", "right_title") if c not in pairs.columns]
+    if missing:
+        raise InputError(f"the pair frame lacks {', '.join(missing)}; it needs each listing's products "
+                         "columns with a left_/right_ prefix (see epm_spark.models.matcher.pairs)")
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -88,7 +96,7 @@ class PairPrompter:
     def render_frame(self, pairs: pd.DataFrame) -> list[str]:
         """One prompt per row of a pair frame (``left_*`` / ``right_*`` columns)."""
         check_pair_frame(pairs)
-        return [self.render(side(row, "left"), side(row, "right")) for row in pairs.to_dict("records")]
+        return [self.render(listing(row, "left"), listing(row, "right")) for row in pairs.to_dict("records")]
 
     def completion(self, messages: list[dict[str, str]], prompt: str, answer: str) -> str:
         """The text after ``prompt`` when the assistant answers ``answer``: the answer plus the

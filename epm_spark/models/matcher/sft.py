@@ -28,8 +28,8 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import DecisionFormatError, parse_decision
 from epm_spark.models.matcher.evaluation import stratified_sample
 from epm_spark.models.matcher.model_folder import MatcherCard
-from epm_spark.models.matcher.pairs import check_pair_frame, side
-from epm_spark.models.matcher.prompt import PairPrompter
+from epm_spark.models.matcher.pairs import listing
+from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings, SFTSettings
 from epm_spark.models.matcher.training import (
     LogProgress,
@@ -63,7 +63,7 @@ def sft_examples(frame: pd.DataFrame, prompter: PairPrompter, max_length: int | 
             answer = parse_decision(row["decision"], strict=True).to_json()
         except DecisionFormatError as exc:
             raise InputError(f"SFT example {i}: the decision is not valid ({exc.reason})") from None
-        example = prompter.training_example(side(row, "left"), side(row, "right"), answer)
+        example = prompter.training_example(listing(row, "left"), listing(row, "right"), answer)
         if max_length and len(example["input_ids"]) > max_length:
             # Cutting would drop the decision's end and its stop marker: teach truncation. Skip instead.
             continue
