@@ -203,6 +203,34 @@ def _verb_review(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_train_judge(sub) -> None:
+    p = sub.add_parser("train-judge", help="train the learned preference judge (cross-encoder reward model)")
+    p.add_argument("--out", default=None, help="judge folder (default: models/preference-judge/RUN_ID)")
+    p.add_argument("--benchmark", default=None, help="train on this benchmark's rationales (default: all)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--from-benchmark", action="append", default=None, metavar="DIR",
+                   help="instead of rationales: the agentic teacher's agreeing decisions on a benchmark folder")
+    p.add_argument("--limit", type=int, default=None, help="first N pairs per source")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import train_judge
+
+        out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
+        report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
+                             from_benchmarks=args.from_benchmark, limit=args.limit, max_steps=args.max_steps)
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _evaluate_teacher(evaluations) -> None:
     p = evaluations.add_parser("teacher", help="a teacher's agreement with the gold labels of a benchmark folder")
     p.add_argument("--benchmark", required=True, help="DeepMatcher or WDC Products folder")
@@ -235,6 +263,7 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_tables,
     _verb_teach,
     _verb_review,
+    _verb_train_judge,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from matcher_pairs import hard_pair_frame
+from matcher_pairs import hard_pair_frame, write_hard_warehouse
 
 from epm_spark.cli import main
 from epm_spark.errors import InputError
@@ -213,23 +213,12 @@ def test_sft_training_set_holds_only_verified_or_agreeing(rows, frame):
 
 def test_teach_review_and_training_set_through_the_warehouse(frame, tmp_path, capsys):
     """The CLI verbs over real Delta tables: teach, export, import, then the SFT set."""
-    from epm_spark.io.delta import read_pandas, write_pandas
-    from epm_spark.io.schemas import LABELLED_PAIRS, PRODUCTS
-    from epm_spark.models.matcher.jobs import load_sft_training_set
     from epm_spark.config import load_settings
+    from epm_spark.io.delta import read_pandas
+    from epm_spark.models.matcher.jobs import load_sft_training_set
 
     warehouse = str(tmp_path / "wh")
-    items = []
-    for side in ("left", "right"):
-        for r in frame.to_dict("records"):
-            items.append({"product_id": r[f"{side}_id"], "source": r[f"{side}_source"], "title": r[f"{side}_title"],
-                          "brand": r[f"{side}_brand"], "attributes": r[f"{side}_attributes"] or {},
-                          "ingested_at": NOW, "run_id": "load"})
-    prods = pd.DataFrame(items).reindex(columns=PRODUCTS.columns)
-    for source, part in prods.groupby("source"):
-        write_pandas(warehouse, "products", part, mode="replace", partition={"source": source})
-    pairs = frame.reindex(columns=LABELLED_PAIRS.columns).assign(label=frame["label"].astype("int32"))
-    write_pandas(warehouse, "labelled_pairs", pairs, mode="replace", partition={"benchmark": "hard"})
+    write_hard_warehouse(warehouse)
 
     assert main(["--warehouse", warehouse, "teach", "--benchmark", "hard", "--run-id", "t1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

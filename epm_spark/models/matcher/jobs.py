@@ -9,6 +9,7 @@ frames are small (one row per labelled pair).
 * :func:`export_review` / :func:`import_review`: the review queue out and the verdicts in.
 * :func:`load_sft_training_set`: verified or agreeing decisions with both listings, for SFT.
 * :func:`evaluate_teacher`: a teacher against gold labels of a benchmark folder, no warehouse.
+* :func:`train_judge`: the learned preference judge from verified/agreeing decisions.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from epm_spark.models.matcher.review import (
 from epm_spark.models.matcher.teacher import agreement, build_teacher
 
 __all__ = ["TeachReport", "teach", "export_review", "import_review", "load_sft_training_set", "evaluate_teacher",
-           "labelled_pair_frame"]
+           "labelled_pair_frame", "train_judge"]
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +191,32 @@ def evaluate_teacher(settings: Any, benchmark_dir: str | Path, *, split: str = "
     report.benchmarks = [bench.name]
     return {"benchmark": bench.name, "split": split,
             "pairs_per_s": round(len(frame) / max(report.seconds, 1e-9), 1), **report.as_dict()}
+
+
+def train_judge(settings: Any, *, out: str | Path, benchmark: str | None = None, split: str | None = "train",
+                from_benchmarks: list[str] | None = None, limit: int | None = None, max_steps: int | None = None):
+    """Train the preference judge on preferred decisions and save it to ``out``.
+
+    Preferred decisions come from ``rationales`` (the SFT training set: verified or
+    agreeing with gold), or, with ``from_benchmarks``, from the agentic teacher's
+    decisions that agree with gold on those benchmark folders' ``split``.
+    """
+    from epm_spark.models.matcher.preference import agreeing_decisions, train_preference_judge
+    from epm_spark.models.matcher.teacher import AgenticTeacher
+
+    if from_benchmarks:
+        from epm_spark.io.benchmarks import load_benchmark
+
+        frames = []
+        for folder in from_benchmarks:
+            frame = benchmark_pairs(load_benchmark(folder), split or "train")
+            frame = frame.head(limit) if limit is not None else frame
+            frames.append(agreeing_decisions(frame, [r.decision for r in AgenticTeacher().decide(frame)]))
+        preferred = pd.concat(frames, ignore_index=True)
+    else:
+        preferred = load_sft_training_set(settings, benchmark=benchmark, split=split)
+        preferred = preferred.head(limit) if limit is not None else preferred
+    if preferred.empty:
+        raise InputError("no preferred decisions to train the judge on")
+    _, report = train_preference_judge(preferred, settings.judges.preference, out, max_steps=max_steps)
+    return report
