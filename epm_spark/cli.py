@@ -150,6 +150,108 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_teach(sub) -> None:
+    p = sub.add_parser("teach", help="write teacher decisions with rationales for labelled pairs into rationales")
+    p.add_argument("--benchmark", default=None, help="benchmark name in labelled_pairs (default: all)")
+    p.add_argument("--split", default="train", help="labelled_pairs split (default: train)")
+    p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
+    p.add_argument("--limit", type=int, default=None, help="first N pairs only")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import teach
+
+        report = teach(settings, benchmark=args.benchmark, split=args.split, kind=args.teacher, limit=args.limit,
+                       run_id=args.run_id or default_run_id())
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_review(sub) -> None:
+    p = sub.add_parser("review", help="export the rationale review queue, import a person's verdicts")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="write pending rationales to a CSV or JSONL file to review")
+    export.add_argument("--out", required=True, help="FILE.csv or FILE.jsonl")
+    export.add_argument("--benchmark", default=None)
+    export.add_argument("--status", action="append", default=None,
+                        help="review statuses to export (repeatable; default: pending)")
+    imp = actions.add_parser("import", help="apply a reviewed file (verdict: accept, reject, correct)")
+    imp.add_argument("--file", required=True)
+    _run_id(imp)
+    for q in (export, imp):
+        _common(q)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import export_review, import_review
+
+        if args.action == "export":
+            path, n = export_review(settings, args.out, benchmark=args.benchmark,
+                                    statuses=tuple(args.status or ("pending",)))
+            print(f"review export: {n} pairs to review in {path}; fill verdict (accept, reject, correct), "
+                  "corrected_label and corrected_rationale, then `epm-spark review import --file`")
+        else:
+            print(import_review(settings, args.file, run_id=args.run_id or default_run_id()).summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_train_judge(sub) -> None:
+    p = sub.add_parser("train-judge", help="train the learned preference judge (cross-encoder reward model)")
+    p.add_argument("--out", default=None, help="judge folder (default: models/preference-judge/RUN_ID)")
+    p.add_argument("--benchmark", default=None, help="train on this benchmark's rationales (default: all)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--from-benchmark", action="append", default=None, metavar="DIR",
+                   help="instead of rationales: the agentic teacher's agreeing decisions on a benchmark folder")
+    p.add_argument("--limit", type=int, default=None, help="first N pairs per source")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import train_judge
+
+        out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
+        report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
+                             from_benchmarks=args.from_benchmark, limit=args.limit, max_steps=args.max_steps)
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _evaluate_teacher(evaluations) -> None:
+    p = evaluations.add_parser("teacher", help="a teacher's agreement with the gold labels of a benchmark folder")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher or WDC Products folder")
+    p.add_argument("--split", default="train")
+    p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import evaluate_teacher
+
+        result = evaluate_teacher(settings, args.benchmark, split=args.split, kind=args.teacher, limit=args.limit)
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
+        else:
+            print(f"{result['benchmark']} {result['split']}: {result['teacher']} precision {result['precision']:.4f} "
+                  f"recall {result['recall']:.4f} F1 {result['f1']:.4f}; {result['to_review']} of {result['pairs']} "
+                  f"pairs to review; {result['seconds']} s ({result['pairs_per_s']} pairs/s)")
+
+
 def _evaluate_matching(sub) -> None:
     p = sub.add_parser("matching", help="precision, recall, F1, format-valid rate and speed of a matcher")
     p.add_argument("--benchmark", required=True, help="benchmark folder (DeepMatcher or WDC Products layout)")
@@ -185,10 +287,13 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_load_benchmark,
     _verb_sql,
     _verb_tables,
+    _verb_teach,
+    _verb_review,
+    _verb_train_judge,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
-EVALUATIONS: list[Callable[[Any], None]] = [_evaluate_matching]
+EVALUATIONS: list[Callable[[Any], None]] = [_evaluate_teacher, _evaluate_matching]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,3 +57,24 @@ def hard_pair_frame() -> pd.DataFrame:
                 row[f"{side}_{f}"] = item.get(f)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_hard_warehouse(warehouse: str) -> pd.DataFrame:
+    """Write the hard pairs as ``products`` and ``labelled_pairs`` Delta tables (benchmark ``hard``)."""
+    from epm_spark.io.delta import write_pandas
+    from epm_spark.io.schemas import LABELLED_PAIRS, PRODUCTS
+
+    frame = hard_pair_frame()
+    now = pd.Timestamp("2026-11-23T10:00:00Z")
+    items = []
+    for side in ("left", "right"):
+        for r in frame.to_dict("records"):
+            items.append({"product_id": r[f"{side}_id"], "source": r[f"{side}_source"], "title": r[f"{side}_title"],
+                          "brand": r[f"{side}_brand"], "attributes": r[f"{side}_attributes"] or {},
+                          "ingested_at": now, "run_id": "load"})
+    products = pd.DataFrame(items).reindex(columns=PRODUCTS.columns)
+    for source, part in products.groupby("source"):
+        write_pandas(warehouse, "products", part, mode="replace", partition={"source": source})
+    pairs = frame.reindex(columns=LABELLED_PAIRS.columns).assign(label=frame["label"].astype("int32"))
+    write_pandas(warehouse, "labelled_pairs", pairs, mode="replace", partition={"benchmark": "hard"})
+    return frame

@@ -27,7 +27,7 @@ def _decisions(frame: pd.DataFrame) -> pd.DataFrame:
             return MatchDecision("match", 0.9, {"brand": "same"}, (), "Same model.").to_json()
         return MatchDecision("no_match", 0.8, {"capacity": "different"}, (), "1TB vs 2TB.").to_json()
 
-    return frame.assign(decision=[decision(v) for v in frame["label"]])
+    return frame.assign(decision_json=[decision(v) for v in frame["label"]])
 
 
 def _lora_b(folder) -> dict[str, torch.Tensor]:
@@ -85,7 +85,7 @@ def test_sft_refuses_invalid_teacher_decisions(tiny_student):
     from epm_spark.models.matcher.prompt import PairPrompter
     from epm_spark.models.matcher.student import load_tokenizer
 
-    frame = pair_rows(TOY_PAIRS[:1]).assign(decision='{"label": "maybe"}')
+    frame = pair_rows(TOY_PAIRS[:1]).assign(decision_json='{"label": "maybe"}')
     with pytest.raises(InputError, match="SFT example 0: the decision is not valid"):
         sft_examples(frame, PairPrompter(load_tokenizer(str(tiny_student))))
 
@@ -126,3 +126,15 @@ def test_rl_prompt_selection_prefers_groups_that_disagree():
     assert len(select_prompts(pairs, p_match, 4, hard_share=0.5, generations=4)) == 4
     with pytest.raises(InputError, match="weights"):
         train_rl(pairs, "x", "y", reward_funcs=[format_reward], reward_weights=[1.0, 2.0])
+
+
+def test_balanced_sample_evens_out_benchmarks_and_labels():
+    from epm_spark.models.matcher.training import balanced_sample
+
+    frame = pd.DataFrame({"benchmark": ["a"] * 100 + ["b"] * 40, "label": ([1] * 10 + [0] * 90) + ([1] * 20 + [0] * 20)})
+    sample = balanced_sample(frame, 40, 0.4)
+    counts = sample.groupby(["benchmark", "label"]).size().to_dict()
+    assert counts == {("a", 0): 12, ("a", 1): 8, ("b", 0): 12, ("b", 1): 8}
+    short = balanced_sample(frame, 60, 0.6)  # a has only 10 matches: it gives them all
+    assert short.groupby(["benchmark", "label"]).size().to_dict()[("a", 1)] == 10
+    assert len(balanced_sample(frame, None, 0.4)) == 140

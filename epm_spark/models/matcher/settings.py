@@ -76,8 +76,10 @@ class SFTSettings:
     batch_size: int = 4
     gradient_accumulation: int = 2
     warmup_ratio: float = 0.05
-    # Training pairs to use at most (a stratified sample by label); None: all.
+    # Training pairs to use at most, split evenly over benchmarks; None: all.
     max_examples: int | None = None
+    # Share of matches in that sample (benchmarks hold 10-25%); None keeps each benchmark's own share.
+    positive_share: float | None = 0.4
     # Prompt + completion tokens; longer examples are cut (the loss then misses their end).
     max_length: int = 384
     # GPU only: CPU runs in float32, where these buy nothing.
@@ -95,6 +97,7 @@ class SFTSettings:
         _check(self.max_steps == -1 or self.max_steps > 0, "max_steps must be -1 or > 0")
         _check(self.batch_size > 0 and self.gradient_accumulation > 0, "batch sizes must be > 0")
         _check(self.max_examples is None or self.max_examples > 0, "max_examples must be > 0")
+        _check(self.positive_share is None or 0.0 < self.positive_share < 1.0, "positive_share must be in (0, 1)")
         _check(self.max_length >= 64, "max_length must be >= 64")
         _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
         _check(self.save_steps > 0 and self.logging_steps > 0, "save_steps and logging_steps must be > 0")

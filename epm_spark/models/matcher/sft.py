@@ -26,13 +26,13 @@ import pandas as pd
 
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import DecisionFormatError, parse_decision
-from epm_spark.models.matcher.evaluation import stratified_sample
 from epm_spark.models.matcher.model_folder import MatcherCard
 from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings, SFTSettings
 from epm_spark.models.matcher.training import (
     LogProgress,
+    balanced_sample,
     checkpoint_to_resume,
     finish_model_folder,
     lora_config,
@@ -48,19 +48,20 @@ log = logging.getLogger(__name__)
 def sft_examples(frame: pd.DataFrame, prompter: PairPrompter, max_length: int | None = None):
     """A tokenized ``datasets.Dataset`` (input_ids, completion_mask) from a frame of (pair, decision) rows.
 
-    ``frame`` is a pair frame (``left_*`` / ``right_*`` listing columns) with a ``decision``
-    column holding the teacher's decision JSON. Every decision must pass the strict parser:
+    ``frame`` is a pair frame (``left_*`` / ``right_*`` listing columns) with a ``decision_json``
+    column holding the decision to learn (what :func:`~epm_spark.models.matcher.review.sft_training_set`
+    returns: verified or agreeing teacher decisions). Every decision must pass the strict parser:
     a malformed one is an error, since training on it would teach the format failure.
     """
     from datasets import Dataset
 
     check_pair_frame(frame)
-    if "decision" not in frame.columns:
-        raise InputError("SFT examples need a 'decision' column with the teacher's decision JSON")
+    if "decision_json" not in frame.columns:
+        raise InputError("SFT examples need a 'decision_json' column with the decision to learn")
     rows = []
     for i, row in enumerate(frame.to_dict("records")):
         try:
-            answer = parse_decision(row["decision"], strict=True).to_json()
+            answer = parse_decision(row["decision_json"], strict=True).to_json()
         except DecisionFormatError as exc:
             raise InputError(f"SFT example {i}: the decision is not valid ({exc.reason})") from None
         example = prompter.training_example(listing(row, "left"), listing(row, "right"), answer)
@@ -95,8 +96,8 @@ def train_sft(frame: pd.DataFrame, out: str | Path, *, student: str = "packaged:
     bf16 = use_bf16(settings.bf16)
     start = starting_point(init or student, prompt, bf16=bf16)
     prompter = PairPrompter(start.tokenizer, start.prompt)
-    by = ["benchmark", "label"] if {"benchmark", "label"} <= set(frame.columns) else "label"
-    frame = stratified_sample(frame, settings.max_examples, seed=settings.seed, by=by) if "label" in frame else frame
+    if "label" in frame:
+        frame = balanced_sample(frame, settings.max_examples, settings.positive_share, seed=settings.seed)
     dataset = sft_examples(frame, prompter, settings.max_length)
     gpu = start.model.device.type == "cuda"
     start.tokenizer.padding_side = "right"

@@ -24,7 +24,7 @@ from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, 
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
 from epm_spark.models.matcher.student import load_student, pick_device, resolve_student
 
-__all__ = ["StartingPoint", "starting_point", "lora_config", "LogProgress", "finish_model_folder",
+__all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
            "tune_thresholds", "use_bf16", "checkpoint_to_resume"]
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,29 @@ def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: boo
     # A model keeps the prompt it was trained with; a different one would be out of distribution.
     return StartingPoint(model, tokenizer, card.base, PromptSettings(**card.prompt),
                          [folder / a for a in card.adapters], parent=str(folder.resolve()))
+
+
+def balanced_sample(frame: pd.DataFrame, n: int | None, positive_share: float | None,
+                    seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows, the same number per benchmark, ``positive_share`` of them matches.
+
+    A benchmark short of matches (or non-matches) gives what it has. ``n`` None keeps every
+    row; ``positive_share`` None keeps each benchmark's own share of matches.
+    """
+    if n is None or len(frame) <= n:
+        return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    groups = list(frame.groupby("benchmark", sort=True)) if "benchmark" in frame else [("all", frame)]
+    per = n // len(groups)
+    parts = []
+    for _, group in groups:
+        if positive_share is None:
+            parts.append(stratified_sample(group, per, seed=seed))
+            continue
+        positives, negatives = group[group["label"] == 1], group[group["label"] != 1]
+        k = min(len(positives), round(per * positive_share))
+        parts.append(positives.sample(n=k, random_state=seed))
+        parts.append(negatives.sample(n=min(len(negatives), per - k), random_state=seed))
+    return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
 def lora_config(settings: LoraSettings):
