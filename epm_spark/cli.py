@@ -252,6 +252,38 @@ def _evaluate_teacher(evaluations) -> None:
                   f"pairs to review; {result['seconds']} s ({result['pairs_per_s']} pairs/s)")
 
 
+def _verb_train_matcher(sub) -> None:
+    p = sub.add_parser("train-matcher", help="train the student matcher: SFT on teacher decisions, then RL (GRPO)")
+    p.add_argument("--stage", choices=["sft", "rl"], required=True)
+    p.add_argument("--benchmark", action="append", default=None, metavar="NAME",
+                   help="train on this benchmark of labelled_pairs (repeatable; default: all)")
+    p.add_argument("--init", default=None,
+                   help="start from this model folder (rl default: the newest sft-v<N> in matcher.models_dir)")
+    p.add_argument("--out", default=None, help="model folder to write (default: matcher.models_dir/<stage>-v<N>)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (a small budget)")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="sft: training pairs at most; rl: pairs scored to pick prompts from")
+    p.add_argument("--json", action="store_true", help="print the model card as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from dataclasses import asdict
+
+        from epm_spark.pipeline.train_matcher import train_matcher
+
+        card, folder = train_matcher(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
+                                     out=args.out, max_steps=args.max_steps, max_examples=args.max_examples)
+        if args.json:
+            _print_json({"folder": str(folder), **asdict(card)})
+        else:
+            valid = card.metrics.get("valid_f1/pooled")
+            print(f"train-matcher {args.stage}: {folder} ({card.training.get('steps')} steps, "
+                  f"valid F1 {valid if valid is None else round(valid, 4)}, thresholds {card.thresholds})")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _evaluate_matching(sub) -> None:
     p = sub.add_parser("matching", help="precision, recall, F1, format-valid rate and speed of a matcher")
     p.add_argument("--benchmark", required=True, help="benchmark folder (DeepMatcher or WDC Products layout)")
@@ -290,6 +322,7 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_teach,
     _verb_review,
     _verb_train_judge,
+    _verb_train_matcher,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).

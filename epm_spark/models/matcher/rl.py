@@ -40,6 +40,7 @@ from epm_spark.models.matcher.rewards import reward_columns
 from epm_spark.models.matcher.settings import InferenceSettings, RLSettings
 from epm_spark.models.matcher.training import (
     LogProgress,
+    quiet,
     checkpoint_to_resume,
     finish_model_folder,
     lora_config,
@@ -152,6 +153,7 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     trainer = GRPOTrainer(model=start.model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
                           processing_class=start.tokenizer, peft_config=lora_config(settings.lora),
                           callbacks=[progress_log])
+    quiet(trainer)
     resume = checkpoint_to_resume(out)
     if resume:
         log.info("resuming RL from %s", resume)

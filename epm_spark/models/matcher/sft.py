@@ -32,6 +32,7 @@ from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings, SFTSettings
 from epm_spark.models.matcher.training import (
     LogProgress,
+    quiet,
     balanced_sample,
     checkpoint_to_resume,
     finish_model_folder,
@@ -126,6 +127,7 @@ def train_sft(frame: pd.DataFrame, out: str | Path, *, student: str = "packaged:
     progress_log = LogProgress("sft")
     trainer = SFTTrainer(model=start.model, args=args, train_dataset=dataset, processing_class=start.tokenizer,
                          peft_config=lora_config(settings.lora), callbacks=[progress_log])
+    quiet(trainer)
     resume = checkpoint_to_resume(out)
     if resume:
         log.info("resuming SFT from %s", resume)

@@ -25,7 +25,7 @@ from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, P
 from epm_spark.models.matcher.student import load_student, pick_device, resolve_student
 
 __all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
-           "tune_thresholds", "use_bf16", "checkpoint_to_resume"]
+           "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet"]
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,13 @@ class LogProgress(TrainerCallback):
                           "completions/mean_length") or k.startswith("rewards/")}
         log.info("%s step %d/%d %s elapsed %.0fs eta %.0fs", self.stage, state.global_step, state.max_steps,
                  " ".join(f"{k}={v}" for k, v in shown.items()), elapsed, eta)
+
+
+def quiet(trainer) -> None:
+    """Drop the Trainer's printed log dicts: :class:`LogProgress` logs them, and stdout stays the command's."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
 
 
 def checkpoint_to_resume(folder: Path) -> str | None:
