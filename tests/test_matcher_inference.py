@@ -123,6 +123,7 @@ def test_stratified_sample_keeps_label_shares():
     sample = stratified_sample(frame, 10)
     assert len(sample) == 10 and sample["label"].sum() == 2
     assert len(stratified_sample(frame, None)) == 100
+    assert len(stratified_sample(frame, 7)) == 7 and stratified_sample(frame, 7)["label"].sum() == 1
 
 
 def test_evaluator_reports_quality_and_speed(matcher):

@@ -55,14 +55,20 @@ def tune_threshold(probabilities: np.ndarray, gold: np.ndarray) -> tuple[float, 
     return threshold, float(f1[k])
 
 
-def stratified_sample(pairs: pd.DataFrame, n: int | None, seed: int = 0, by: str = "label") -> pd.DataFrame:
-    """At most ``n`` rows keeping the share of each ``by`` value (all rows when ``n`` is None or larger)."""
+def stratified_sample(pairs: pd.DataFrame, n: int | None, seed: int = 0, by: str | list[str] = "label") -> pd.DataFrame:
+    """Exactly ``min(n, len(pairs))`` rows keeping the share of each ``by`` value (all rows when ``n`` is None).
+
+    Each group gets its proportional share rounded down; the rows left over go to the groups
+    with the largest remainders, so a rare label keeps at least its fair share.
+    """
     if n is None or len(pairs) <= n:
         return pairs.reset_index(drop=True)
-    parts = []
-    for _, group in pairs.groupby(by, sort=True):
-        k = max(1, round(n * len(group) / len(pairs)))
-        parts.append(group.sample(n=min(k, len(group)), random_state=seed))
+    groups = [g for _, g in pairs.groupby(by, sort=True)]
+    exact = np.array([n * len(g) / len(pairs) for g in groups])
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    parts = [g.sample(n=int(k), random_state=seed) for g, k in zip(groups, counts) if k]
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
