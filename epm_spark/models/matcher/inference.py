@@ -32,7 +32,7 @@ from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card
 from epm_spark.models.matcher.prompt import LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings
-from epm_spark.models.matcher.student import load_student, load_tokenizer, pick_device, pick_dtype, resolve_student
+from epm_spark.models.matcher.student import load_student, load_tokenizer, pick_device, resolve_student
 from epm_spark.progress import progress
 
 __all__ = ["Matcher", "Explanation", "load_matcher_model"]
@@ -54,22 +54,25 @@ class Explanation:
     text: str  # the last attempt's raw output
 
 
-def load_matcher_model(path: str, *, device: torch.device, dtype: torch.dtype):
-    """(model, tokenizer, card or None) for a matcher folder or a bare student (zero-shot)."""
+def load_matcher_model(path: str, *, device: str | torch.device = "auto", dtype: str = "auto"):
+    """(model, tokenizer, card or None) for a matcher folder or a bare student (zero-shot).
+
+    A folder's adapters are merged into the base one after the other: each was trained on
+    the model with the ones before it merged in.
+    """
+    device = device if isinstance(device, torch.device) else pick_device(device)
     if not is_model_folder(path):
-        model, tokenizer = load_student(resolve_student(path), device=device, dtype=str(dtype).split(".")[-1])
+        model, tokenizer = load_student(resolve_student(path), device=device, dtype=dtype)
         return model, tokenizer, None
     card = read_card(path)
     folder = Path(path)
     if card.merged:
-        model, tokenizer = load_student(str(folder / card.merged), device=device,
-                                        dtype=str(dtype).split(".")[-1])
+        model, tokenizer = load_student(str(folder / card.merged), device=device, dtype=dtype)
         return model, tokenizer, card
     from peft import PeftModel
 
-    model, tokenizer = load_student(resolve_student(card.base), device=device, dtype=str(dtype).split(".")[-1])
+    model, tokenizer = load_student(resolve_student(card.base), device=device, dtype=dtype)
     for adapter in card.adapters:
-        # Merge each adapter before the next: the RL adapter was trained on the merged SFT model.
         model = PeftModel.from_pretrained(model, str(folder / adapter)).merge_and_unload()
     if (folder / "tokenizer").is_dir():
         tokenizer = load_tokenizer(str(folder / "tokenizer"))
@@ -97,8 +100,7 @@ class Matcher:
     def load(cls, path: str, settings: InferenceSettings | None = None) -> Matcher:
         """Load a matcher model folder, or a bare student (``packaged:smollm2``, a model folder) zero-shot."""
         settings = settings or InferenceSettings()
-        device = pick_device(settings.device)
-        model, tokenizer, card = load_matcher_model(path, device=device, dtype=pick_dtype(settings.dtype, device))
+        model, tokenizer, card = load_matcher_model(path, device=settings.device, dtype=settings.dtype)
         prompt = PromptSettings(**card.prompt) if card and card.prompt else PromptSettings()
         return cls(model, tokenizer, prompt=prompt, card=card, settings=settings)
 

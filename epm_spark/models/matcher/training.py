@@ -20,9 +20,8 @@ import torch
 from transformers import TrainerCallback
 
 from epm_spark.models.matcher.evaluation import stratified_sample, tune_threshold
-from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card, write_card
+from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, write_card
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
-from epm_spark.models.matcher.student import load_student, pick_device, resolve_student
 
 __all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
            "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet"]
@@ -48,18 +47,12 @@ def use_bf16(wanted: bool) -> bool:
 
 def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: bool = False) -> StartingPoint:
     """Load ``init`` (a student or a matcher folder) with earlier adapters merged, ready for a new adapter."""
-    device = pick_device("auto")
-    dtype = "bfloat16" if bf16 else "float32"
-    if not is_model_folder(init):
-        model, tokenizer = load_student(resolve_student(init), device=device, dtype=dtype)
-        return StartingPoint(model, tokenizer, init, prompt or PromptSettings())
-    from peft import PeftModel
+    from epm_spark.models.matcher.inference import load_matcher_model
 
+    model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if bf16 else "float32")
+    if card is None:
+        return StartingPoint(model, tokenizer, init, prompt or PromptSettings())
     folder = Path(init)
-    card = read_card(folder)
-    model, tokenizer = load_student(resolve_student(card.base), device=device, dtype=dtype)
-    for adapter in card.adapters:
-        model = PeftModel.from_pretrained(model, str(folder / adapter)).merge_and_unload()
     # A model keeps the prompt it was trained with; a different one would be out of distribution.
     return StartingPoint(model, tokenizer, card.base, PromptSettings(**card.prompt),
                          [folder / a for a in card.adapters], parent=str(folder.resolve()))
