@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -110,3 +111,28 @@ def test_packaged_gguf_converts_once_to_a_loadable_folder(tmp_path):
                                                   "<|im_end|>\n<|im_start|>assistant\n")]),
                              max_new_tokens=8, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0]), "de-quantized weights must still make a working model"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("matcher.rl.num_generations=1", "num_generations must be >= 2"),
+    ("matcher.sft.positive_share=1.5", "positive_share must be in (0, 1)"),
+    ("matcher.sft.max_steps=0", "max_steps must be -1 or > 0"),
+    ("matcher.prompt.max_listing_tokens=0", "max_listing_tokens must be > 0"),
+    ("matcher.inference.dtype=int4", "must be one of"),
+    ("matcher.sft.lora.rank=8", "unknown setting 'matcher.sft.lora.rank'"),
+])
+def test_matcher_settings_reject_bad_values(override, message):
+    from epm_spark.config import load_settings
+    from epm_spark.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(None, [override])
+
+
+def test_matcher_settings_load_from_the_local_conf():
+    from epm_spark.config import load_settings
+
+    settings = load_settings(None, ["matcher.sft.max_examples=480", "matcher.rl.max_steps=5"])
+    assert settings.matcher.student == "packaged:smollm2"
+    assert settings.matcher.sft.max_examples == 480 and settings.matcher.rl.max_steps == 5
+    assert settings.matcher.rl.learning_rate != settings.matcher.sft.learning_rate

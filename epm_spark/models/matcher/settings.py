@@ -16,7 +16,7 @@ from typing import Literal
 
 from epm_spark.errors import ConfigError
 
-__all__ = ["PromptSettings", "LoraSettings", "SFTSettings", "RLSettings", "InferenceSettings",
+__all__ = ["PromptSettings", "LoraSettings", "StageSettings", "SFTSettings", "RLSettings", "InferenceSettings",
            "MatcherSettings", "DEFAULT_SYSTEM"]
 
 # Compact on purpose: every token here is paid once per pair in label mode. It names the
@@ -65,11 +65,29 @@ class LoraSettings:
 
 
 @dataclass
-class SFTSettings:
-    """Supervised fine-tuning on teacher decisions: LoRA, loss on the completion only."""
+class StageSettings:
+    """What the SFT and RL stages share: the adapter, optimisation and checkpoint basics."""
 
     lora: LoraSettings = field(default_factory=LoraSettings)
     learning_rate: float = 2e-4
+    # GPU only: CPU runs in float32, where these buy nothing.
+    bf16: bool = True
+    gradient_checkpointing: bool = True
+    save_steps: int = 100
+    logging_steps: int = 5
+    # Also write the adapters merged into the base weights (a plain model folder).
+    save_merged: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.learning_rate > 0, "learning_rate must be > 0")
+        _check(self.save_steps > 0 and self.logging_steps > 0, "save_steps and logging_steps must be > 0")
+
+
+@dataclass
+class SFTSettings(StageSettings):
+    """Supervised fine-tuning on teacher decisions: LoRA, loss on the completion only."""
+
     epochs: float = 1.0
     # > 0 stops after this many optimizer steps (the nightly demo's tiny budget); -1 runs `epochs`.
     max_steps: int = -1
@@ -80,19 +98,11 @@ class SFTSettings:
     max_examples: int | None = None
     # Share of matches in that sample (benchmarks hold 10-25%); None keeps each benchmark's own share.
     positive_share: float | None = 0.4
-    # Prompt + completion tokens; longer examples are cut (the loss then misses their end).
+    # Prompt + completion tokens; longer examples are left out (cut, they would teach truncation).
     max_length: int = 384
-    # GPU only: CPU runs in float32, where these buy nothing.
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-    save_steps: int = 100
-    logging_steps: int = 5
-    # Also write the adapter merged into the base weights (a plain model folder).
-    save_merged: bool = False
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.learning_rate > 0, "learning_rate must be > 0")
+        super().__post_init__()
         _check(self.epochs > 0, "epochs must be > 0")
         _check(self.max_steps == -1 or self.max_steps > 0, "max_steps must be -1 or > 0")
         _check(self.batch_size > 0 and self.gradient_accumulation > 0, "batch sizes must be > 0")
@@ -100,19 +110,19 @@ class SFTSettings:
         _check(self.positive_share is None or 0.0 < self.positive_share < 1.0, "positive_share must be in (0, 1)")
         _check(self.max_length >= 64, "max_length must be >= 64")
         _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        _check(self.save_steps > 0 and self.logging_steps > 0, "save_steps and logging_steps must be > 0")
 
 
 @dataclass
-class RLSettings:
+class RLSettings(StageSettings):
     """GRPO (Shao et al., 2024) from the SFT model with a fresh LoRA adapter.
 
     Rewards and their weights come from the ``rewards:`` section.
     """
 
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    learning_rate: float = 5e-5
-    max_steps: int = 60
+    learning_rate: float = 1e-4
+    save_steps: int = 20
+    logging_steps: int = 1
+    max_steps: int = 40
     # Distinct prompts per optimizer step; each is sampled num_generations times.
     prompts_per_step: int = 2
     num_generations: int = 4
@@ -122,20 +132,14 @@ class RLSettings:
     beta: float = 0.0
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
     # Candidate training pairs scored by the SFT model before RL; None: every training pair.
-    pool: int | None = 1200
+    pool: int | None = 600
     # Share of the RL prompts taken from the pool's uncertain or wrong pairs, where a group of
     # samples disagrees and GRPO has an advantage to learn from (pairs the model already gets
     # right with certainty give every sample the same reward and a zero gradient).
     hard_share: float = 0.75
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-    save_steps: int = 20
-    logging_steps: int = 1
-    save_merged: bool = False
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.learning_rate > 0, "learning_rate must be > 0")
+        super().__post_init__()
         _check(self.max_steps > 0, "max_steps must be > 0")
         _check(self.prompts_per_step > 0, "prompts_per_step must be > 0")
         _check(self.num_generations >= 2, "num_generations must be >= 2 (GRPO compares samples of one prompt)")
@@ -144,7 +148,6 @@ class RLSettings:
         _check(self.beta >= 0, "beta must be >= 0")
         _check(self.pool is None or self.pool > 0, "pool must be > 0")
         _check(0.0 <= self.hard_share <= 1.0, "hard_share must be in [0, 1]")
-        _check(self.save_steps > 0 and self.logging_steps > 0, "save_steps and logging_steps must be > 0")
 
 
 @dataclass
