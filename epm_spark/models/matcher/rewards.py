@@ -177,7 +177,10 @@ class CombinedReward:
 
 @dataclass(frozen=True)
 class RewardFunctions:
-    """Reward functions and their weights, ready for ``GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))``."""
+    """Reward functions and their weights.
+
+    Ready for ``GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))``.
+    """
 
     funcs: list[Any]
     weights: list[float]
