@@ -107,7 +107,7 @@ def _verb_load_benchmark(sub) -> None:
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.load_benchmark import load_benchmark_tables
 
-        report = load_benchmark_tables(_spark(settings), settings, path=args.benchmark, name=args.name,
+        report = load_benchmark_tables(None, settings, path=args.benchmark, name=args.name,
                                        run_id=args.run_id or default_run_id())
         print(report.summary())
         return 0
@@ -297,6 +297,8 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("py4j", "urllib3", "filelock", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # PySpark logs every failed query as a JSON error with its JVM stack; the CLI reports it in one line.
+    logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,9 +82,14 @@ class IngestSettings:
     csv_delimiter: str | None = None
     csv_encoding: str = "utf-8"
     default_currency: str | None = None
+    # Above this share of rejected rows the run stops without writing: a wrong delimiter,
+    # encoding or --map rejects almost everything, and must not empty the catalog.
+    max_quarantine_share: float = 0.5
 
     def __post_init__(self) -> None:
         _positive(self, "max_title_chars", "max_field_chars")
+        if not 0.0 <= self.max_quarantine_share <= 1.0:
+            raise ConfigError("max_quarantine_share must be between 0 and 1")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from epm_spark.config import Settings
@@ -78,6 +79,9 @@ def get_spark(settings: Settings) -> SparkSession:
     # Workers must run the same Python (and so the same packages) as the driver.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    if s.master.startswith("local"):
+        # A local session talks to itself only; binding to loopback also avoids a warning per start.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = (
         SparkSession.builder.master(s.master)
         .appName(s.app_name)
@@ -90,6 +94,9 @@ def get_spark(settings: Settings) -> SparkSession:
         .config("spark.ui.showConsoleProgress", str(on_terminal()).lower())
         .config("spark.sql.adaptive.enabled", "true")
     )
+    if "spark.driver.extraJavaOptions" not in s.conf:
+        log4j = Path(__file__).with_name("log4j2.properties").as_uri()
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
     for key, value in s.conf.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s)", s.master)

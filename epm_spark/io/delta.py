@@ -56,6 +56,7 @@ __all__ = [
     "table_exists",
     "table_version",
     "read",
+    "read_path",
     "read_pandas",
     "write",
     "write_pandas",
@@ -181,16 +182,29 @@ def read(spark: SparkSession, warehouse: str, table: str, version: int | None = 
         df = reader.load(uri)
         return df.select(*spec.columns) if spec else df
     dt = _open(warehouse, table, version)
-    _check_readable(dt, table)
+    return _read_snapshot(spark, dt, table, spec)
+
+
+def read_path(spark: SparkSession, uri: str, version: int | None = None) -> DataFrame:
+    """Any Delta table by its path (e.g. an input catalog), through its snapshot's file list."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(uri):
+        raise InputError(f"{uri} is not a Delta table (no _delta_log)")
+    return _read_snapshot(spark, DeltaTable(uri, version=version), uri, None)
+
+
+def _read_snapshot(spark: SparkSession, dt, name: str, spec: TableSpec | None) -> DataFrame:
     from epm_spark.io.schemas import to_spark_schema
 
+    _check_readable(dt, name)
     arrow_schema = spec.schema if spec else pa.schema(dt.schema().to_arrow())
     spark_schema = to_spark_schema(arrow_schema)
     files = dt.file_uris()
     if not files:
         return spark.createDataFrame([], spark_schema)
     # Hive-style folders (source=ours/) give Spark the partition values, typed by the schema.
-    df = spark.read.schema(spark_schema).option("basePath", _as_uri(uri)).parquet(*files)
+    df = spark.read.schema(spark_schema).option("basePath", _as_uri(dt.table_uri)).parquet(*files)
     return df.select(*arrow_schema.names)
 
 

@@ -88,13 +88,13 @@ def _amount(number: str, original: str) -> float:
     if _SCIENTIFIC.match(s):
         return float(s)
     if not _NUMBER.match(s):
-        raise PriceError(f"unparseable price {original!r}")
+        raise PriceError(f"cannot read {original!r} as an amount")
     dots, commas = s.count("."), s.count(",")
     if dots and commas:
         # The separator that comes last is the decimal one: 1.299,00 or 1,299.00.
         decimal, thousands = (",", ".") if s.rfind(",") > s.rfind(".") else (".", ",")
         if s.count(decimal) > 1:
-            raise PriceError(f"unparseable price {original!r}")
+            raise PriceError(f"cannot read {original!r} as an amount")
         s = s.replace(thousands, "").replace(decimal, ".")
     elif commas or dots:
         sep = "," if commas else "."
@@ -102,7 +102,7 @@ def _amount(number: str, original: str) -> float:
         if len(parts) > 2:
             # 1,299,000 or 1.299.000: only thousands separators.
             if not all(len(p) == 3 for p in parts[1:]):
-                raise PriceError(f"unparseable price {original!r}")
+                raise PriceError(f"cannot read {original!r} as an amount")
             s = "".join(parts)
         elif len(parts[1]) == 3 and parts[0] not in ("", "0"):
             # A lone separator before exactly three digits groups thousands: 1,299 or 1.299.
