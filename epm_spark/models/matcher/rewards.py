@@ -46,6 +46,7 @@ __all__ = [
     "judge_reward",
     "JudgeReward",
     "CombinedReward",
+    "combined_reward",
     "RewardFunctions",
     "build_rewards",
     "reward_columns",
@@ -173,6 +174,10 @@ class CombinedReward:
         lab = label_reward(prompts, texts, strict=s.label_strict, **kwargs) if s.w_label else [0.0] * len(texts)
         jud = self.judge_reward(prompts, texts, **kwargs) if s.w_judge else [0.0] * len(texts)
         return [s.w_format * f + s.w_label * lb + s.w_judge * (j or 0.0) for f, lb, j in zip(fmt, lab, jud)]
+
+
+# Ready-made: default weights (0.2 / 0.6 / 0.2) and the attribute-consistency judge.
+combined_reward = CombinedReward()
 
 
 @dataclass(frozen=True)
