@@ -150,6 +150,13 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        print(report.summary())
+
+
 def _verb_teach(sub) -> None:
     p = sub.add_parser("teach", help="write teacher decisions with rationales for labelled pairs into rationales")
     p.add_argument("--benchmark", default=None, help="benchmark name in labelled_pairs (default: all)")
@@ -165,10 +172,7 @@ def _verb_teach(sub) -> None:
 
         report = teach(settings, benchmark=args.benchmark, split=args.split, kind=args.teacher, limit=args.limit,
                        run_id=args.run_id or default_run_id())
-        if args.json:
-            _print_json(report.as_dict())
-        else:
-            print(report.summary())
+        _print_report(report, args.json)
         return 0
 
     p.set_defaults(func=run)
@@ -222,10 +226,7 @@ def _verb_train_judge(sub) -> None:
         out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
         report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
                              from_benchmarks=args.from_benchmark, limit=args.limit, max_steps=args.max_steps)
-        if args.json:
-            _print_json(report.as_dict())
-        else:
-            print(report.summary())
+        _print_report(report, args.json)
         return 0
 
     p.set_defaults(func=run)

@@ -266,7 +266,8 @@ def test_truncated_answer_is_a_format_failure_when_retries_are_off(server, tmp_p
 def test_batch_keeps_order_and_bounds_concurrency(server, tmp_path):
     for i in range(6):
         label = "match" if i % 2 else "no_match"
-        server.scripts[f"item{i} "] = [("sleep", 0.15, ("json", 200, chat_response(json.dumps(dict(DECISION, label=label)))))]
+        answer = chat_response(json.dumps(dict(DECISION, label=label)))
+        server.scripts[f"item{i} "] = [("sleep", 0.15, ("json", 200, answer))]
     endpoint = ChatEndpoint(settings(server, tmp_path, max_concurrency=2))
     results = EndpointTeacher(endpoint).decide(pairs(*[f"item{i} thing" for i in range(6)]))
     assert [r.label for r in results] == ["no_match", "match"] * 3

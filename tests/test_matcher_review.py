@@ -247,3 +247,15 @@ def test_teach_review_and_training_set_through_the_warehouse(frame, tmp_path, ca
     assert main(["--warehouse", warehouse, "review", "import", "--file", str(out)]) == 2
     assert "line 2: verdict 'perhaps'" in capsys.readouterr().err
     assert len(load_sft_training_set(settings, benchmark="hard")) == len(frame) - 1
+
+
+def test_split_names_resolve_per_benchmark():
+    from epm_spark.models.matcher.jobs import select_split
+
+    rows = pd.DataFrame({"benchmark": ["abt", "abt", "wdc", "wdc", "wdc"],
+                         "split": ["train", "test", "train_medium", "train_small", "test_050un"]})
+    assert sorted(select_split(rows, "train")["split"]) == ["train", "train_medium"]
+    assert list(select_split(rows, "test_050un")["benchmark"]) == ["wdc"]
+    assert len(select_split(rows, None)) == 5
+    with pytest.raises(InputError, match="no rows in split 'valid'"):
+        select_split(rows, "valid")

@@ -12,8 +12,8 @@ from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.decision import MatchDecision
 from epm_spark.models.matcher.judges import AttributeConsistencyJudge, rationale_claims
 from epm_spark.models.matcher.rewards import (
-    CombinedReward, JudgeReward, build_rewards, completion_text, format_reward, format_score, judge_reward,
-    label_reward, reward_columns,
+    CombinedReward, JudgeReward, build_rewards, combined_reward, completion_text, format_reward, format_score,
+    judge_reward, label_reward, reward_columns,
 )
 from epm_spark.models.matcher.supervision_config import RewardSettings
 
@@ -170,6 +170,9 @@ def test_combined_reward_is_the_weighted_sum():
     assert got[1] == pytest.approx(0.2 + 0.0 + 0.3 * judge_scores[1])
     assert got[2] == pytest.approx(0.0)
     assert reward.__name__ == "combined_reward"
+    # The ready-made one uses the default weights.
+    default = combined_reward(None, completions, **kwargs)
+    assert default[0] == pytest.approx(0.2 + 0.6 + 0.2 * judge_scores[0])
 
 
 def test_build_rewards_reads_weights_and_judge_from_settings():
@@ -199,3 +202,53 @@ def test_reward_columns_from_a_pair_frame():
     assert json.loads(cols.loc[0, "left"])["title"] == frame.loc[0, "left_title"]
     # The columns feed the rewards directly.
     assert len(judge_reward(None, [GOOD] * len(cols), **cols.to_dict("list"))) == len(cols)
+
+
+def test_rewards_plug_into_trl_grpo_trainer(tmp_path):
+    """One GRPO step with a tiny random GPT-2: TRL passes the dataset columns to each reward."""
+    import torch
+    from datasets import Dataset
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from trl import GRPOConfig, GRPOTrainer
+
+    from epm_spark.models.matcher.pairs import listing
+    from epm_spark.models.matcher.prompts import decision_messages
+
+    frame = hard_pair_frame().head(4)
+    prompts = [decision_messages(listing(r, "left"), listing(r, "right"))[1]["content"]
+               for r in frame.to_dict("records")]
+    chars = sorted(set("".join(prompts)) | set('{}":,._ abcdefghijklmnopqrstuvwxyz0123456789'))
+    vocab = {c: i for i, c in enumerate(["<pad>", "<eos>", *chars])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=1, n_head=2, n_positions=1024))
+    dataset = Dataset.from_dict({"prompt": prompts, **reward_columns(frame).to_dict("list")})
+    rewards = build_rewards(None)
+    seen: dict[str, tuple[list[str], list]] = {}
+
+    def spy(func):
+        def wrapped(prompts=None, completions=None, **kwargs):
+            out = func(prompts=prompts, completions=completions, **kwargs)
+            seen[func.__name__] = (sorted(kwargs), out)
+            return out
+
+        wrapped.__name__ = func.__name__
+        return wrapped
+
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, num_generations=4,
+                      max_completion_length=8, max_steps=1, report_to=[], use_cpu=True, save_strategy="no",
+                      reward_weights=rewards.weights)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: more threads only contend
+    try:
+        GRPOTrainer(model=model, reward_funcs=[spy(f) for f in rewards.funcs], args=args, train_dataset=dataset,
+                    processing_class=tokenizer).train()
+    finally:
+        torch.set_num_threads(threads)
+    assert set(seen) == {"format_reward", "label_reward", "judge_reward"}
+    for columns, values in seen.values():
+        assert {"gold_label", "left", "right"} <= set(columns)
+        assert len(values) == 4 and all(v == 0.0 for v in values)  # random text never parses

@@ -57,7 +57,7 @@ CONDITIONS = ("new", "refurbished", "used", "compatible")
 
 # ----------------------------------------------------------------------------- lexicons
 
-# Multi-word and ambiguous spellings first; the value is the canonical brand.
+# Other spellings and legal names of a brand -> its canonical name.
 _BRAND_ALIASES = {
     "hewlett packard": "hp", "hewlett-packard": "hp", "hp inc": "hp", "hpe": "hp", "hewlett packard enterprise": "hp",
     "western digital": "wd", "wdc": "wd", "wd": "wd",
@@ -166,7 +166,8 @@ _PROMO = [_rx(p) for p in (
     r"\b(?:best|lowest|great|low|top|wholesale|special)\s+price[s]?\b",
     r"\b(?:hot|big|on|flash|mega)\s+sale\b", r"\bsale\b", r"\bclearance\b",
     r"\b(?:special|limited(?:\s+time)?)\s+offer\b", r"\blimited\s+time\b", r"\bdeal\s+of\s+the\s+day\b",
-    r"\b(?:buy|shop|order)\s+(?:now|online|today)\b", r"\bbuy\s+quality\b", r"\bbuy\b", r"\bcheap(?:est)?\b", r"\bdiscount(?:ed)?\b",
+    r"\b(?:buy|shop|order)\s+(?:now|online|today)\b", r"\bbuy\s+quality\b", r"\bbuy\b", r"\bcheap(?:est)?\b",
+    r"\bdiscount(?:ed)?\b",
     r"\b(?:in\s+stock|ships?\s+today|uk\s+seller|us\s+seller|fast\s+dispatch)\b",
     r"\b(?:high|top|best|premium)\s+quality\b", r"\baaa\+?(?=\s)", r"\breplica\b",
     r"\b(?:100%\s*)?(?:original|genuine|authentic)\b", r"\bofficial(?:ly\s+licensed)?\b",
@@ -195,10 +196,12 @@ _CONDITION = [
 ]
 _ACCESSORIES = (r"(?:charger|charging\s+(?:cable|case)|case|carry(?:ing)?\s+case|bag|pouch|cable|batter(?:y|ies)|"
                 r"memory\s+card|sd\s+card|screen\s+protector|stand|mount|strap|tripod|remote|adapter|"
-                r"headphones|earphones|gift|bonus|stylus|sleeve|cleaning\s+kit|lens\s+cloth|accessor(?:y|ies)|adaptor|adaptador)")
+                r"headphones|earphones|gift|bonus|stylus|sleeve|cleaning\s+kit|lens\s+cloth|accessor(?:y|ies)|"
+                r"adaptor|adaptador)")
 _BUNDLE = [_rx(p) for p in (
     r"\s\+\s*(?:free\s+)?(?:a\s+)?[^+|]{1,40}$",
-    rf"(?:\b(?:with|incl\.?|including|inkl\.?|plus|mit|con)\s+|\bw/\s*|\bc/\s*)(?:free\s+|a\s+|an\s+|extra\s+|spare\s+)*"
+    rf"(?:\b(?:with|incl\.?|including|inkl\.?|plus|mit|con)\s+|\bw/\s*|\bc/\s*)"
+    rf"(?:free\s+|a\s+|an\s+|extra\s+|spare\s+)*"
     rf"(?:[\w-]+\s+){{0,2}}{_ACCESSORIES}\b",
     r"\bbundle\b", r"\bbonus\b",
 )]
@@ -233,8 +236,6 @@ _UNITS: dict[str, tuple[str, float]] = {
     "liter": ("volume", 1000.0), "litre": ("volume", 1000.0), "oz": ("volume", 29.5735),
     "g": ("mass", 1.0), "kg": ("mass", 1000.0), "gram": ("mass", 1.0), "grams": ("mass", 1.0),
 }
-_BASE_UNIT = {"storage": "GB", "charge": "mAh", "power": "W", "length": "mm", "distance": "m", "volume": "ml",
-              "mass": "g"}
 # Relative tolerance per dimension: storage is loose enough for decimal vs binary prefixes (2.4%).
 _TOLERANCE = {"storage": 0.03}
 _DEFAULT_TOLERANCE = 0.02
@@ -263,7 +264,7 @@ def normalise_model_number(code: str) -> str:
 
 
 def looks_like_model_number(token: str) -> bool:
-    """An alphanumeric code (CMK64GX4M4A2666C16, 388504-B21), a long part number or ``#117``; not a spec (DDR4, 32GB)."""
+    """A code (CMK64GX4M4A2666C16, 388504-B21), a long part number or ``#117``; not a spec (DDR4, 32GB)."""
     t = token.strip(".-/#'")
     if token.startswith("#") and t.isdigit():
         return len(t) >= 2
@@ -288,9 +289,6 @@ class Measure:
     value: float
     dimension: str
     text: str
-
-    def display(self) -> str:
-        return self.text
 
     def same_as(self, other: Measure) -> bool:
         if self.dimension != other.dimension:
@@ -334,7 +332,7 @@ class ListingAttributes:
         if attribute == "product_line":
             return " ".join(self.line_tokens + self.versions) or None
         if attribute == "capacity":
-            return ", ".join(m.display() for m in self.measures) or None
+            return ", ".join(m.text for m in self.measures) or None
         if attribute == "colour":
             return ", ".join(sorted(self.colours)) or None
         if attribute == "quantity":

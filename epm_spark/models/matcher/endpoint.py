@@ -101,8 +101,8 @@ class ChatEndpoint:
     def __init__(self, settings: EndpointSettings, *, api_key: str | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         if not settings.configured:
-            raise EndpointError("no chat endpoint configured: set teacher.endpoint.base_url and "
-                                "teacher.endpoint.model (e.g. --set teacher.endpoint.base_url=http://localhost:8000/v1)")
+            raise EndpointError("no chat endpoint configured: set teacher.endpoint.base_url and teacher.endpoint.model "
+                                "(e.g. --set teacher.endpoint.base_url=http://localhost:8000/v1)")
         self.settings = settings
         self.url = settings.base_url.rstrip("/") + "/chat/completions"
         self._api_key = api_key if api_key is not None else settings.api_key()

@@ -31,23 +31,22 @@ from epm_spark.models.matcher.review import (
 from epm_spark.models.matcher.teacher import agreement, build_teacher
 
 __all__ = ["TeachReport", "teach", "export_review", "import_review", "load_sft_training_set", "evaluate_teacher",
-           "labelled_pair_frame", "train_judge"]
+           "labelled_pair_frame", "train_judge", "select_split"]
 
 log = logging.getLogger(__name__)
 
 
-def _resolve_split(pairs: pd.DataFrame, split: str | None) -> pd.DataFrame:
+def select_split(rows: pd.DataFrame, split: str | None) -> pd.DataFrame:
+    """Rows of ``split``; a benchmark without that split name uses its alias (WDC: train -> train_medium)."""
     if split is None:
-        return pairs
-    chosen = pairs[pairs["split"] == split]
-    if chosen.empty:
-        from epm_spark.io.benchmarks import SPLIT_ALIASES
+        return rows
+    from epm_spark.io.benchmarks import SPLIT_ALIASES
 
-        alias = SPLIT_ALIASES["pairs"].get(split)
-        if alias:
-            chosen = pairs[pairs["split"] == alias]
+    alias = SPLIT_ALIASES["pairs"].get(split)
+    has_split = rows.loc[rows["split"] == split, "benchmark"].unique()
+    chosen = rows[(rows["split"] == split) | ((rows["split"] == alias) & ~rows["benchmark"].isin(has_split))]
     if chosen.empty:
-        raise InputError(f"no labelled pairs in split {split!r}; splits: {', '.join(sorted(pairs['split'].unique()))}")
+        raise InputError(f"no rows in split {split!r}; splits: {', '.join(sorted(rows['split'].unique()))}")
     return chosen
 
 
@@ -65,7 +64,7 @@ def labelled_pair_frame(warehouse: str, *, benchmark: str | None = None, split: 
     if pairs.empty:
         raise InputError(f"labelled_pairs has no rows for benchmark {benchmark!r}" if benchmark
                          else "labelled_pairs is empty")
-    pairs = _resolve_split(pairs, split)
+    pairs = select_split(pairs, split)
     if limit is not None:
         pairs = pairs.head(limit)
     sources = sorted(set(pairs["left_source"]) | set(pairs["right_source"]))
@@ -172,7 +171,7 @@ def load_sft_training_set(settings: Any, *, benchmark: str | None = None, split:
 
     rationales = _rationales(settings.warehouse, benchmark)
     if split is not None:
-        rationales = _resolve_split(rationales, split)
+        rationales = select_split(rationales, split)
     sources = sorted(set(rationales["left_source"]) | set(rationales["right_source"]))
     products = read_pandas(settings.warehouse, "products", filters=[("source", "in", sources)])
     return sft_training_set(rationales, products, include_auto_agreed=include_auto_agreed)

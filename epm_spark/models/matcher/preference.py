@@ -287,7 +287,8 @@ class PreferenceReport:
         return (f"train-judge: {self.train_pairs} preference pairs from {self.preferred} preferred decisions, "
                 f"{self.steps} steps in {self.seconds:.0f} s; held-out pairwise accuracy "
                 f"{self.accuracy_before.get('overall', float('nan')):.3f} -> "
-                f"{self.accuracy_after.get('overall', float('nan')):.3f} on {self.holdout_pairs} pairs; saved to {self.path}")
+                f"{self.accuracy_after.get('overall', float('nan')):.3f} on {self.holdout_pairs} pairs; "
+                f"saved to {self.path}")
 
 
 def _log_lines():

@@ -46,6 +46,7 @@ __all__ = [
     "judge_reward",
     "JudgeReward",
     "CombinedReward",
+    "combined_reward",
     "RewardFunctions",
     "build_rewards",
     "reward_columns",
@@ -175,9 +176,16 @@ class CombinedReward:
         return [s.w_format * f + s.w_label * lb + s.w_judge * (j or 0.0) for f, lb, j in zip(fmt, lab, jud)]
 
 
+# Ready-made: default weights (0.2 / 0.6 / 0.2) and the attribute-consistency judge.
+combined_reward = CombinedReward()
+
+
 @dataclass(frozen=True)
 class RewardFunctions:
-    """Reward functions and their weights, ready for ``GRPOTrainer(reward_funcs=..., args=GRPOConfig(reward_weights=...))``."""
+    """Reward functions and their weights.
+
+    Ready for ``GRPOTrainer(reward_funcs=funcs, args=GRPOConfig(reward_weights=weights, ...))``.
+    """
 
     funcs: list[Any]
     weights: list[float]
