@@ -24,6 +24,8 @@ import yaml
 from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.settings import MatcherSettings
 from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
+from epm_spark.models.index import IndexSettings
+from epm_spark.models.encoder.config import EncoderSettings
 
 __all__ = [
     "ConfigError",
@@ -32,6 +34,7 @@ __all__ = [
     "DeltaSettings",
     "IngestSettings",
     "GenerateSettings",
+    "BlockSettings",
     "from_dict",
     "load_settings",
     "to_dict",
@@ -91,6 +94,13 @@ class IngestSettings:
         _positive(self, "max_title_chars", "max_field_chars")
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ConfigError("max_quarantine_share must be between 0 and 1")
+        if self.default_currency is not None:
+            from epm_spark.io.prices import normalise_currency
+
+            code = normalise_currency(self.default_currency)
+            if code is None:
+                raise ConfigError(f"default_currency {self.default_currency!r} is not a known currency")
+            self.default_currency = code
 
 
 @dataclass
@@ -115,6 +125,27 @@ class GenerateSettings:
 
 
 @dataclass
+class BlockSettings:
+    """Candidate blocking: how many neighbours, which index, how the search is spread over tasks."""
+
+    k: int = 10
+    # Candidates below this similarity are dropped (None keeps all k).
+    similarity_floor: float | None = None
+    # Query buckets searched in parallel (each bucket x shard is one task).
+    query_partitions: int = 8
+    # Right sides larger than this are split into shards searched separately, top-k merged.
+    max_shard_size: int = 1_000_000
+    # Where index artifacts are kept (default: WAREHOUSE/_indexes).
+    index_dir: str | None = None
+    index: IndexSettings = field(default_factory=IndexSettings)
+
+    def __post_init__(self) -> None:
+        _positive(self, "k", "query_partitions", "max_shard_size")
+        if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
+            raise ConfigError("similarity_floor must be between -1 and 1")
+
+
+@dataclass
 class Settings:
     """The root of ``conf/*.yaml``: one section per concern."""
 
@@ -127,6 +158,8 @@ class Settings:
     judges: JudgeSettings = field(default_factory=JudgeSettings)
     rewards: RewardSettings = field(default_factory=RewardSettings)
     matcher: MatcherSettings = field(default_factory=MatcherSettings)
+    block: BlockSettings = field(default_factory=BlockSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
 
 def _positive(obj: Any, *names: str) -> None:
@@ -212,19 +245,29 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _apply_override(data: dict[str, Any], assignment: str) -> None:
+def _apply_override(data: dict[str, Any], assignment: str, root: type = None) -> None:
+    """Set ``a.b.c=value`` in ``data``; a mapping-typed setting takes the rest of the path as one key,
+    so ``spark.conf.spark.executor.memory=8g`` sets the key ``spark.executor.memory``."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value")
     dotted, raw = assignment.split("=", 1)
     parts = [p for p in dotted.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override '{assignment}' names no setting")
-    node = data
-    for part in parts[:-1]:
+    node, cls = data, root
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        tp = typing.get_type_hints(cls).get(part) if cls is not None and dataclasses.is_dataclass(cls) else None
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"override '{assignment}': '{part}' is not a section")
         node = child
+        if tp is not None and typing.get_origin(tp) is dict:
+            parts = parts[: i + 1] + [".".join(parts[i + 1:])]
+            break
+        cls = tp if tp is not None and dataclasses.is_dataclass(tp) else None
+        i += 1
     try:
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -254,7 +297,7 @@ def load_settings(
             raise ConfigError(f"{conf_path} must hold a mapping of sections")
         data = loaded or {}
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, Settings)
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
     if warehouse:
