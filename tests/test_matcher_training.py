@@ -138,3 +138,25 @@ def test_balanced_sample_evens_out_benchmarks_and_labels():
     short = balanced_sample(frame, 60, 0.6)  # a has only 10 matches: it gives them all
     assert short.groupby(["benchmark", "label"]).size().to_dict()[("a", 1)] == 10
     assert len(balanced_sample(frame, None, 0.4)) == 140
+
+
+def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_student, tmp_path, monkeypatch):
+    import epm_spark.models.matcher.sft as sft_module
+
+    frame = _decisions(pair_rows(TOY_PAIRS))
+    settings = SFTSettings(max_steps=1, batch_size=2, gradient_accumulation=1, warmup_ratio=0.0, save_steps=1,
+                           logging_steps=1,
+                           lora=LoraSettings(r=4, alpha=8))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt("killed after the checkpoint")
+
+    monkeypatch.setattr(sft_module, "finish_model_folder", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(frame, tmp_path / "m", student=str(tiny_student), inference=INFERENCE, settings=settings)
+    assert (tmp_path / "m" / "checkpoints" / "checkpoint-1").is_dir()
+    monkeypatch.undo()
+    settings.max_steps = 2
+    card = train_sft(frame, tmp_path / "m", student=str(tiny_student), inference=INFERENCE, settings=settings)
+    assert card.training["resumed_from"].endswith("checkpoint-1")
+    assert card.training["steps"] == 2 and len(card.metrics["loss_history"]) == 1, "only step 2 ran again"
