@@ -295,6 +295,170 @@ def _verb_price_match(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        print(report.summary())
+
+
+def _verb_teach(sub) -> None:
+    p = sub.add_parser("teach", help="write teacher decisions with rationales for labelled pairs into rationales")
+    p.add_argument("--benchmark", default=None, help="benchmark name in labelled_pairs (default: all)")
+    p.add_argument("--split", default="train", help="labelled_pairs split (default: train)")
+    p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
+    p.add_argument("--limit", type=int, default=None, help="first N pairs only")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import teach
+
+        report = teach(settings, benchmark=args.benchmark, split=args.split, kind=args.teacher, limit=args.limit,
+                       run_id=args.run_id or default_run_id())
+        _print_report(report, args.json)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_review(sub) -> None:
+    p = sub.add_parser("review", help="export the rationale review queue, import a person's verdicts")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    export = actions.add_parser("export", help="write pending rationales to a CSV or JSONL file to review")
+    export.add_argument("--out", required=True, help="FILE.csv or FILE.jsonl")
+    export.add_argument("--benchmark", default=None)
+    export.add_argument("--status", action="append", default=None,
+                        help="review statuses to export (repeatable; default: pending)")
+    imp = actions.add_parser("import", help="apply a reviewed file (verdict: accept, reject, correct)")
+    imp.add_argument("--file", required=True)
+    _run_id(imp)
+    for q in (export, imp):
+        _common(q)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import export_review, import_review
+
+        if args.action == "export":
+            path, n = export_review(settings, args.out, benchmark=args.benchmark,
+                                    statuses=tuple(args.status or ("pending",)))
+            print(f"review export: {n} pairs to review in {path}; fill verdict (accept, reject, correct), "
+                  "corrected_label and corrected_rationale, then `epm-spark review import --file`")
+        else:
+            print(import_review(settings, args.file, run_id=args.run_id or default_run_id()).summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_train_judge(sub) -> None:
+    p = sub.add_parser("train-judge", help="train the learned preference judge (cross-encoder reward model)")
+    p.add_argument("--out", default=None, help="judge folder (default: models/preference-judge/RUN_ID)")
+    p.add_argument("--benchmark", default=None, help="train on this benchmark's rationales (default: all)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--from-benchmark", action="append", default=None, metavar="DIR",
+                   help="instead of rationales: the agentic teacher's agreeing decisions on a benchmark folder")
+    p.add_argument("--limit", type=int, default=None, help="first N pairs per source")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import train_judge
+
+        out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
+        report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
+                             from_benchmarks=args.from_benchmark, limit=args.limit, max_steps=args.max_steps)
+        _print_report(report, args.json)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _evaluate_teacher(evaluations) -> None:
+    p = evaluations.add_parser("teacher", help="a teacher's agreement with the gold labels of a benchmark folder")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher or WDC Products folder")
+    p.add_argument("--split", default="train")
+    p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.matcher.jobs import evaluate_teacher
+
+        result = evaluate_teacher(settings, args.benchmark, split=args.split, kind=args.teacher, limit=args.limit)
+        if args.json:
+            print(json.dumps(result, sort_keys=True))
+        else:
+            print(f"{result['benchmark']} {result['split']}: {result['teacher']} precision {result['precision']:.4f} "
+                  f"recall {result['recall']:.4f} F1 {result['f1']:.4f}; {result['to_review']} of {result['pairs']} "
+                  f"pairs to review; {result['seconds']} s ({result['pairs_per_s']} pairs/s)")
+
+
+def _verb_train_matcher(sub) -> None:
+    p = sub.add_parser("train-matcher", help="train the student matcher: SFT on teacher decisions, then RL (GRPO)")
+    p.add_argument("--stage", choices=["sft", "rl"], required=True)
+    p.add_argument("--benchmark", action="append", default=None, metavar="NAME",
+                   help="train on this benchmark of labelled_pairs (repeatable; default: all)")
+    p.add_argument("--init", default=None,
+                   help="start from this model folder (rl default: the newest sft-v<N> in matcher.models_dir)")
+    p.add_argument("--out", default=None, help="model folder to write (default: matcher.models_dir/<stage>-v<N>)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (a small budget)")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="sft: training pairs at most; rl: pairs scored to pick prompts from")
+    p.add_argument("--json", action="store_true", help="print the model card as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from dataclasses import asdict
+
+        from epm_spark.pipeline.train_matcher import train_matcher
+
+        card, folder = train_matcher(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
+                                     out=args.out, max_steps=args.max_steps, max_examples=args.max_examples)
+        if args.json:
+            _print_json({"folder": str(folder), **asdict(card)})
+        else:
+            valid = card.metrics.get("valid_f1/pooled")
+            print(f"train-matcher {args.stage}: {folder} ({card.training.get('steps')} steps, "
+                  f"valid F1 {valid if valid is None else round(valid, 4)}, thresholds {card.thresholds})")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _evaluate_matching(sub) -> None:
+    p = sub.add_parser("matching", help="precision, recall, F1, format-valid rate and speed of a matcher")
+    p.add_argument("--benchmark", required=True, help="benchmark folder (DeepMatcher or WDC Products layout)")
+    p.add_argument("--split", default="test", help="test, valid, test_000un, ... (default: test)")
+    p.add_argument("--model", default=None, help="matcher model folder (default: matcher.student, zero-shot)")
+    p.add_argument("--mode", choices=["label", "explain"], default="label",
+                   help="label: one forward pass per pair; explain: generate the full decision")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a stratified sample of N pairs")
+    p.add_argument("--threshold", default="model",
+                   help="model (stored with the model), tune (on the valid split) or a number (default: model)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_matching import evaluate_matching
+
+        report = evaluate_matching(settings, benchmark=args.benchmark, split=args.split, model=args.model,
+                                   mode=args.mode, limit=args.limit, threshold=args.threshold)
+        if args.json:
+            _print_json(report)
+        else:
+            print(f"{report['benchmark']} {report['split']} ({report['pairs']} pairs, {report['mode']} mode): "
+                  f"P {report['precision']:.4f} R {report['recall']:.4f} F1 {report['f1']:.4f} "
+                  f"format-valid {report['format_valid_rate']:.3f} {report['pairs_per_s']:.2f} pairs/s")
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -308,10 +472,15 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_match,
     _verb_dedup,
     _verb_price_match,
+    _verb_teach,
+    _verb_review,
+    _verb_train_judge,
+    _verb_train_matcher,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
 EVALUATIONS: list[Callable[[Any], None]] = []
+EVALUATIONS.extend([_evaluate_teacher, _evaluate_matching])
 
 
 def _evaluate_retrieval(evaluations) -> None:

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.matcher.settings import MatcherSettings
+from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
 from epm_spark.models.index import IndexSettings
 from epm_spark.models.encoder.config import EncoderSettings
 
@@ -221,6 +223,10 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    teacher: TeacherSettings = field(default_factory=TeacherSettings)
+    judges: JudgeSettings = field(default_factory=JudgeSettings)
+    rewards: RewardSettings = field(default_factory=RewardSettings)
+    matcher: MatcherSettings = field(default_factory=MatcherSettings)
     block: BlockSettings = field(default_factory=BlockSettings)
     match: MatchSettings = field(default_factory=MatchSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)

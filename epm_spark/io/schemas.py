@@ -26,6 +26,8 @@ __all__ = [
     "CLUSTERS",
     "CLUSTER_CHANGES",
     "PRICE_COMPARISONS",
+    "RATIONALES",
+    "REVIEW_STATUSES",
     "spec",
     "to_spark_schema",
     "check_partition_value",
@@ -246,6 +248,38 @@ PRICE_COMPARISONS = _table(
     description="Our listings against matched competitor listings, currencies normalised.",
 )
 
+REVIEW_STATUSES = ("pending", "accepted", "rejected", "corrected", "auto_agreed")
+
+RATIONALES = _table(
+    "rationales",
+    [
+        ("benchmark", pa.string(), "benchmark (or catalog pairing) the pair comes from"),
+        ("split", pa.string(), "labelled_pairs split"),
+        ("left_source", pa.string(), "source of left_id"),
+        ("left_id", pa.string(), "left listing"),
+        ("right_source", pa.string(), "source of right_id"),
+        ("right_id", pa.string(), "right listing"),
+        ("label", pa.int32(), "gold label, 1 = same product (null when unlabelled)"),
+        ("teacher", pa.string(), "the teacher that wrote the decision, e.g. agentic or endpoint:<model>"),
+        ("teacher_label", pa.string(), "match or no_match; null when the teacher gave no valid decision"),
+        ("teacher_decision", pa.string(), "the teacher's decision JSON (schema of matcher/decision.py)"),
+        ("failure_reason", pa.string(), "why the teacher gave no valid decision (request or format failure)"),
+        ("prompt_tokens", pa.int64(), "prompt tokens billed for this pair (endpoint teachers)"),
+        ("completion_tokens", pa.int64(), "completion tokens billed for this pair (endpoint teachers)"),
+        ("agrees_with_gold", pa.bool_(), "teacher_label equals the gold label; null when either is missing"),
+        ("review_status", pa.string(), "pending, accepted, rejected, corrected or auto_agreed"),
+        ("verified_decision", pa.string(), "the decision a reviewer accepted or corrected (JSON)"),
+        ("reviewer_note", pa.string(), "free text from the reviewer"),
+        ("run_id", pa.string(), "the teach run (or review import) that last changed the row"),
+        ("updated_at", TS, "when the row last changed"),
+    ],
+    partition_by=("benchmark",),
+    key=("benchmark", "split", "left_source", "left_id", "right_source", "right_id", "teacher"),
+    required=("benchmark", "split", "left_source", "left_id", "right_source", "right_id", "teacher",
+              "review_status", "run_id"),
+    description="Teacher decisions with rationales per labelled pair, and their human review.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (
@@ -258,6 +292,7 @@ TABLES: dict[str, TableSpec] = {
         CLUSTERS,
         CLUSTER_CHANGES,
         PRICE_COMPARISONS,
+        RATIONALES,
     )
 }
 

@@ -124,7 +124,9 @@ def parse_decision(text: str, *, strict: bool = True) -> MatchDecision:
     try:
         data, end = json.JSONDecoder().raw_decode(body)
     except json.JSONDecodeError as exc:
-        reason = "truncated JSON" if exc.pos >= len(body.rstrip()) else f"invalid JSON: {exc.msg} at char {exc.pos}"
+        # A generation cut off by max_tokens ends mid-object or mid-string; say so, it is the common case.
+        truncated = exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated string")
+        reason = "truncated JSON" if truncated else f"invalid JSON: {exc.msg} at char {exc.pos}"
         raise DecisionFormatError(reason, text) from None
     if body[end:].strip():
         raise DecisionFormatError("extra text after the JSON object", text)

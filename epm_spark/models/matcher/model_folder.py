@@ -1,0 +1,102 @@
+"""A trained matcher on disk: a versioned folder with a JSON card.
+
+::
+
+    models/matcher/sft-v3/
+      matcher.json            the card: base student, adapters in order, prompt, thresholds,
+                              training data and sizes, hyper-parameters, metrics, timings
+      adapters/sft/           peft LoRA adapter (adapter_config.json, adapter_model.safetensors)
+      adapters/rl/            (RL stage) a second adapter trained on top of the merged SFT one
+      tokenizer/              the tokenizer with its chat template
+      merged/                 (optional) base + adapters merged into plain safetensors weights
+
+An RL folder copies the SFT adapter it started from, so each folder loads on its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from epm_spark import __version__
+from epm_spark.errors import InputError
+
+__all__ = ["CARD_FILE", "MatcherCard", "read_card", "write_card", "next_version", "is_model_folder"]
+
+CARD_FILE = "matcher.json"
+CARD_FORMAT = 1
+
+
+@dataclass
+class MatcherCard:
+    """What a model folder holds and how it was made."""
+
+    stage: str  # "sft" or "rl"
+    base: str  # the student setting it was trained from (packaged:smollm2 or a folder/id)
+    adapters: list[str] = field(default_factory=list)  # folder-relative, applied in order
+    merged: str | None = None  # folder-relative merged weights, when saved
+    prompt: dict[str, Any] = field(default_factory=dict)  # PromptSettings as a mapping
+    # Decision thresholds on P(match): "default" and one per benchmark tuned on its validation split.
+    thresholds: dict[str, float] = field(default_factory=lambda: {"default": 0.5})
+    parent: str | None = None  # the model folder this one started from
+    training: dict[str, Any] = field(default_factory=dict)  # data, sizes, hyper-parameters
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    epm_spark_version: str = __version__
+    format: int = CARD_FORMAT
+
+    def threshold(self, benchmark: str | None = None) -> float:
+        if benchmark is not None and benchmark in self.thresholds:
+            return float(self.thresholds[benchmark])
+        return float(self.thresholds.get("default", 0.5))
+
+
+def is_model_folder(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / CARD_FILE).is_file()
+
+
+def read_card(folder: str | os.PathLike[str]) -> MatcherCard:
+    path = Path(folder) / CARD_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder} is not a matcher model folder (no {CARD_FILE})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path} is not valid JSON: {exc}") from None
+    if data.get("format") != CARD_FORMAT:
+        raise InputError(f"{path}: card format {data.get('format')!r} is not {CARD_FORMAT}")
+    known = set(MatcherCard.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{path}: unknown card keys {unknown}")
+    return MatcherCard(**data)
+
+
+def write_card(folder: str | os.PathLike[str], card: MatcherCard) -> Path:
+    """Write the card atomically (a reader sees the old card or the new one, never half)."""
+    path = Path(folder) / CARD_FILE
+    tmp = path.with_name(f".{CARD_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(card), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def next_version(root: str | os.PathLike[str], stage: str) -> Path:
+    """``root/<stage>-v<N+1>``, N the highest version of that stage already there; created empty."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
+    n = max((int(m.group(1)) for p in root.iterdir() if (m := pattern.match(p.name))), default=0)
+    while True:
+        n += 1
+        folder = root / f"{stage}-v{n}"
+        try:
+            folder.mkdir()  # fails if a concurrent run took this version: try the next
+            return folder
+        except FileExistsError:
+            continue

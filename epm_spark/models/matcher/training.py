@@ -1,0 +1,186 @@
+"""What the SFT and RL stages share: the starting model, progress lines, the finished model folder.
+
+A stage starts from a student (``packaged:smollm2``, a model folder) or from a matcher
+model folder: that folder's adapters are merged into the base weights and a fresh LoRA
+adapter is trained on top, so the result is ``base + adapters[0] + ... + new adapter``,
+applied in order at load time (:func:`epm_spark.models.matcher.inference.load_matcher_model`).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformers import TrainerCallback
+
+from epm_spark.models.matcher.evaluation import stratified_sample, tune_threshold
+from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, write_card
+from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
+
+__all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
+           "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartingPoint:
+    """The model a stage trains, and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    base: str  # the student setting to record in the card
+    prompt: PromptSettings
+    adapters: list[Path] = field(default_factory=list)  # earlier adapters, already merged into `model`
+    parent: str | None = None
+
+
+def use_bf16(wanted: bool) -> bool:
+    return bool(wanted and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+
+
+def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: bool = False) -> StartingPoint:
+    """Load ``init`` (a student or a matcher folder) with earlier adapters merged, ready for a new adapter."""
+    from epm_spark.models.matcher.inference import load_matcher_model
+
+    model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if bf16 else "float32")
+    if card is None:
+        return StartingPoint(model, tokenizer, init, prompt or PromptSettings())
+    folder = Path(init)
+    # A model keeps the prompt it was trained with; a different one would be out of distribution.
+    return StartingPoint(model, tokenizer, card.base, PromptSettings(**card.prompt),
+                         [folder / a for a in card.adapters], parent=str(folder.resolve()))
+
+
+def balanced_sample(frame: pd.DataFrame, n: int | None, positive_share: float | None,
+                    seed: int = 0) -> pd.DataFrame:
+    """At most ``n`` rows, the same number per benchmark, ``positive_share`` of them matches.
+
+    A benchmark short of matches (or non-matches) gives what it has. ``n`` None keeps every
+    row; ``positive_share`` None keeps each benchmark's own share of matches.
+    """
+    if n is None or len(frame) <= n:
+        return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+    groups = list(frame.groupby("benchmark", sort=True)) if "benchmark" in frame else [("all", frame)]
+    per = n // len(groups)
+    parts = []
+    for _, group in groups:
+        if positive_share is None:
+            parts.append(stratified_sample(group, per, seed=seed))
+            continue
+        positives, negatives = group[group["label"] == 1], group[group["label"] != 1]
+        k = min(len(positives), round(per * positive_share))
+        parts.append(positives.sample(n=k, random_state=seed))
+        parts.append(negatives.sample(n=min(len(negatives), per - k), random_state=seed))
+    return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    targets: str | list[str] = settings.target_modules
+    if targets == ["all-linear"]:
+        targets = "all-linear"
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+
+
+class LogProgress(TrainerCallback):
+    """One log line per logging step (step/total, loss, rate, ETA): readable in a log file, unlike a bar."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+        self.start = time.monotonic()
+        self.history: list[dict[str, Any]] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs:
+            return
+        self.history.append({"step": state.global_step, **logs})
+        elapsed = time.monotonic() - self.start
+        done = max(state.global_step, 1)
+        eta = elapsed / done * max(state.max_steps - state.global_step, 0)
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()
+                 if k in ("loss", "learning_rate", "reward", "reward_std", "grad_norm", "entropy",
+                          "completions/mean_length") or k.startswith("rewards/")}
+        log.info("%s step %d/%d %s elapsed %.0fs eta %.0fs", self.stage, state.global_step, state.max_steps,
+                 " ".join(f"{k}={v}" for k, v in shown.items()), elapsed, eta)
+
+
+def quiet(trainer) -> None:
+    """Drop the Trainer's printed log dicts: :class:`LogProgress` logs them, and stdout stays the command's."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
+def checkpoint_to_resume(folder: Path) -> str | None:
+    """The newest Trainer checkpoint in ``folder/checkpoints`` of an unfinished run, if any."""
+    checkpoints = sorted((folder / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    if checkpoints and not is_model_folder(folder):
+        return str(checkpoints[-1])
+    return None
+
+
+def tune_thresholds(matcher, valid: pd.DataFrame | None, per_benchmark: int) -> tuple[dict[str, float], dict]:
+    """Thresholds maximising validation F1: one per benchmark, and ``default`` over all of them pooled."""
+    if valid is None or valid.empty or not valid["label"].astype(bool).any():
+        return {"default": 0.5}, {}
+    groups = valid.groupby("benchmark") if "benchmark" in valid else [("all", valid)]
+    thresholds: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    pooled_p, pooled_y = [], []
+    for name, group in groups:
+        sample = stratified_sample(group, per_benchmark, seed=0)
+        probs = matcher.predict_proba(sample, show_progress=True)
+        gold = sample["label"].to_numpy()
+        pooled_p.append(probs)
+        pooled_y.append(gold)
+        if gold.any():
+            thresholds[str(name)], f1 = tune_threshold(probs, gold)
+            metrics[f"valid_f1/{name}"] = f1
+            metrics[f"valid_pairs/{name}"] = len(sample)
+    import numpy as np
+
+    thresholds["default"], metrics["valid_f1/pooled"] = tune_threshold(np.concatenate(pooled_p),
+                                                                       np.concatenate(pooled_y))
+    return thresholds, metrics
+
+
+def finish_model_folder(folder: Path, *, stage: str, start: StartingPoint, trained_model, tokenizer,
+                        valid: pd.DataFrame | None, inference: InferenceSettings, training: dict[str, Any],
+                        metrics: dict[str, Any], save_merged: bool) -> MatcherCard:
+    """Write adapters, tokenizer, optional merged weights, tuned thresholds and the card."""
+    from epm_spark.models.matcher.inference import Matcher
+
+    adapters = []
+    for i, src in enumerate(start.adapters):
+        name = f"adapters/{i}-{src.name}"
+        shutil.copytree(src, folder / name, dirs_exist_ok=True)
+        adapters.append(name)
+    name = f"adapters/{len(adapters)}-{stage}"
+    trained_model.save_pretrained(str(folder / name))
+    adapters.append(name)
+    tokenizer.save_pretrained(str(folder / "tokenizer"))
+    merged_model = trained_model.merge_and_unload()
+    merged = None
+    if save_merged:
+        merged_model.save_pretrained(str(folder / "merged"), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder / "merged"))
+        merged = "merged"
+    tune_start = time.monotonic()
+    matcher = Matcher(merged_model, tokenizer, prompt=start.prompt, settings=inference)
+    thresholds, valid_metrics = tune_thresholds(matcher, valid, inference.validation_pairs)
+    metrics = {**metrics, **valid_metrics, "threshold_tuning_s": round(time.monotonic() - tune_start, 1)}
+    card = MatcherCard(stage=stage, base=start.base, adapters=adapters, merged=merged, prompt=asdict(start.prompt),
+                       thresholds=thresholds, parent=start.parent, training=training, metrics=metrics)
+    write_card(folder, card)
+    shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+    log.info("%s model written to %s (thresholds %s)", stage, folder, thresholds)
+    return card
