@@ -82,12 +82,16 @@ def _verb_ingest(sub) -> None:
                    help="input format (default: from the file extension)")
     p.add_argument("--map", action="append", default=[], metavar="COLUMN=INPUT_COLUMN",
                    help="read products column COLUMN from INPUT_COLUMN, e.g. --map product_id=sku")
+    p.add_argument("--currency", default=None,
+                   help="currency of prices that name none, e.g. EUR (default: ingest.default_currency)")
     _run_id(p)
     _common(p)
 
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.ingest import ingest, parse_column_map
 
+        if args.currency:
+            settings.ingest.default_currency = args.currency
         report = ingest(_spark(settings), settings, input_path=args.input, source=args.source,
                         fmt=args.format, column_map=parse_column_map(args.map),
                         run_id=args.run_id or default_run_id())
@@ -145,6 +149,147 @@ def _verb_tables(sub) -> None:
         else:
             for r in rows:
                 print(f"{r['table']:<22} version {r['version']:<4} {r['rows']:>10,} rows  {r['path']}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_schema(sub) -> None:
+    p = sub.add_parser("schema", help="show the declared columns of the warehouse tables")
+    p.add_argument("table", nargs="?", help="one table (default: all)")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.io.schemas import TABLES, spec
+
+        for t in [spec(args.table)] if args.table else TABLES.values():
+            parts = f"  partitioned by {', '.join(t.partition_by)}" if t.partition_by else ""
+            print(f"{t.name}: {t.description}{parts}")
+            for f in t.schema:
+                req = " (required)" if f.name in t.required else ""
+                print(f"  {f.name:<26} {str(f.type):<28} {t.columns_doc.get(f.name, '')}{req}")
+            print()
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_train_encoder(sub) -> None:
+    p = sub.add_parser("train-encoder", help="train the dual-encoder on labelled_pairs: contrastive, then roar")
+    p.add_argument("--stage", required=True, choices=["contrastive", "roar"])
+    p.add_argument("--benchmark", action="append", default=[], metavar="NAME",
+                   help="train on this benchmark of labelled_pairs (repeatable; default: all)")
+    p.add_argument("--init", default=None, help="starting model folder (default: encoder.backbone)")
+    p.add_argument("--out", default=None, help="model folder to write (default: models/encoder/STAGE-TIME)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.encoder.jobs import train_encoder
+
+        result = train_encoder(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
+                               out=args.out, max_steps=args.max_steps)
+        print(f"wrote {result.model_dir} ({result.model_version}); best epoch {result.best_epoch}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_embed(sub) -> None:
+    p = sub.add_parser("embed", help="embed listings of one or more sources into embeddings (incremental)")
+    p.add_argument("--source", action="append", required=True, metavar="NAME",
+                   help="source to embed (repeatable, or comma-separated)")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.embed import embed
+
+        sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
+        report = embed(_spark(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
+                       model=args.model)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_block(sub) -> None:
+    p = sub.add_parser("block", help="write candidate pairs: k nearest right listings per left listing")
+    p.add_argument("--left", required=True, help="query source (ours)")
+    p.add_argument("--right", default=None, help="source searched (a competitor); omitted: de-duplicate --left")
+    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.block import block
+
+        report = block(_spark(settings), settings, left=args.left, right=args.right, k=args.k,
+                       run_id=args.run_id or default_run_id())
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_match(sub) -> None:
+    p = sub.add_parser("match", help="decide every candidate pair: floor, label mode, explain the uncertain")
+    p.add_argument("--left", required=True, help="left source of the candidates")
+    p.add_argument("--right", default=None, help="right source (omitted: the de-duplication run of --left)")
+    p.add_argument("--model", default=None, help="matcher model folder (default: match.model)")
+    p.add_argument("--explain", choices=["band", "all", "none"], default=None,
+                   help="which pairs get a generated, explained decision (default: match.explain)")
+    p.add_argument("--candidates-run-id", default=None, help="run of the candidates (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.match import match
+
+        report = match(_spark(settings), settings, left=args.left, right=args.right,
+                       run_id=args.run_id or default_run_id(), candidates_run_id=args.candidates_run_id,
+                       model=args.model, explain=args.explain)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_dedup(sub) -> None:
+    p = sub.add_parser("dedup", help="cluster one catalog's listings from its accepted matches (stable ids)")
+    p.add_argument("--source", required=True, help="the catalog to de-duplicate")
+    p.add_argument("--matches-run-id", default=None, help="run of the matches to use (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.dedup import dedup
+
+        report = dedup(_spark(settings), settings, source=args.source, run_id=args.run_id or default_run_id(),
+                       matches_run_id=args.matches_run_id)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_price_match(sub) -> None:
+    p = sub.add_parser("price-match", help="compare our prices with matched competitor listings")
+    p.add_argument("--ours", required=True, help="our catalog's source")
+    p.add_argument("--competitors", required=True, help="competitor sources, comma-separated")
+    p.add_argument("--matches-run-id", default=None, help="run of the matches to use (default: --run-id)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.price_match import price_match
+
+        competitors = [c.strip() for c in args.competitors.split(",") if c.strip()]
+        report = price_match(_spark(settings), settings, ours=args.ours, competitors=competitors,
+                             run_id=args.run_id or default_run_id(), matches_run_id=args.matches_run_id)
+        print(report.summary())
         return 0
 
     p.set_defaults(func=run)
@@ -232,6 +377,86 @@ def _verb_train_judge(sub) -> None:
     p.set_defaults(func=run)
 
 
+VERBS: list[Callable[[Any], None]] = [
+    _verb_generate,
+    _verb_ingest,
+    _verb_load_benchmark,
+    _verb_sql,
+    _verb_tables,
+    _verb_schema,
+    _verb_train_encoder,
+    _verb_embed,
+    _verb_block,
+    _verb_match,
+    _verb_dedup,
+    _verb_price_match,
+    _verb_teach,
+    _verb_review,
+    _verb_train_judge,
+]
+
+# `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
+EVALUATIONS: list[Callable[[Any], None]] = []
+
+
+def _evaluate_retrieval(evaluations) -> None:
+    p = evaluations.add_parser("retrieval", help="recall@k, MRR, NDCG of the encoder on a benchmark folder")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    p.add_argument("--k", type=int, default=10, help="candidates per listing for the reduction ratio")
+    p.add_argument("--split", default="test", help="train, valid, test or a stored split name")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.models.encoder.jobs import evaluate_retrieval_job
+
+        metrics = evaluate_retrieval_job(settings, benchmark=args.benchmark, model=args.model, k=args.k,
+                                         split=args.split)
+        if args.json:
+            _print_json(metrics)
+        else:
+            print(f"{metrics['benchmark']} {metrics['split']}: {int(metrics['queries'])} queries, "
+                  f"{int(metrics['corpus'])} candidates, model {metrics['model_version']}")
+            for key in ("recall@1", f"recall@{args.k}", "recall@50", "mrr", f"reduction_ratio@{args.k}", "ndcg@10"):
+                if key in metrics:
+                    print(f"  {key:<20} {metrics[key]:.4f}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_retrieval)
+
+
+def _evaluate_blocking(evaluations) -> None:
+    p = evaluations.add_parser("blocking", help="pair completeness and reduction ratio of embed + block")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
+    p.add_argument("--k", type=int, action="append", default=None, help="neighbours (repeatable; default 10)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    p.add_argument("--keep", default=None, metavar="DIR", help="keep the scratch warehouse in DIR")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
+
+        result = evaluate_blocking(_spark(settings), settings, benchmark=args.benchmark, ks=args.k or [10],
+                                   split=args.split, model=args.model, keep=args.keep)
+        if args.json:
+            _print_json(result)
+        else:
+            for key, value in result.items():
+                print(f"{key:<24} {value}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_blocking)
+
+
 def _evaluate_teacher(evaluations) -> None:
     p = evaluations.add_parser("teacher", help="a teacher's agreement with the gold labels of a benchmark folder")
     p.add_argument("--benchmark", required=True, help="DeepMatcher or WDC Products folder")
@@ -256,19 +481,7 @@ def _evaluate_teacher(evaluations) -> None:
     p.set_defaults(func=run)
 
 
-VERBS: list[Callable[[Any], None]] = [
-    _verb_generate,
-    _verb_ingest,
-    _verb_load_benchmark,
-    _verb_sql,
-    _verb_tables,
-    _verb_teach,
-    _verb_review,
-    _verb_train_judge,
-]
-
-# `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
-EVALUATIONS: list[Callable[[Any], None]] = [_evaluate_teacher]
+EVALUATIONS.append(_evaluate_teacher)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,6 +528,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no table was changed by the unfinished step", file=sys.stderr)
         return 130
+
+
+def job_main(verb: list[str], argv: list[str] | None = None) -> int:
+    """Entry point of the ``jobs/*.py`` scripts: ``spark-submit jobs/ingest.py [GLOBAL OPTIONS] ARGS``.
+
+    Global options (``--conf``, ``--warehouse``, ``--set``, ``-v``) may come anywhere in the
+    job's arguments; they are moved before the verb.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    front, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] in ("--conf", "--warehouse", "--set") and i + 1 < len(args):
+            front += args[i: i + 2]
+            i += 2
+        elif args[i] in ("-v", "--verbose"):
+            front.append(args[i])
+            i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return main([*front, *verb, *rest])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.index import IndexSettings
+from epm_spark.models.encoder.config import EncoderSettings
 from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "DeltaSettings",
     "IngestSettings",
     "GenerateSettings",
+    "BlockSettings",
     "from_dict",
     "load_settings",
     "to_dict",
@@ -90,6 +93,13 @@ class IngestSettings:
         _positive(self, "max_title_chars", "max_field_chars")
         if not 0.0 <= self.max_quarantine_share <= 1.0:
             raise ConfigError("max_quarantine_share must be between 0 and 1")
+        if self.default_currency is not None:
+            from epm_spark.io.prices import normalise_currency
+
+            code = normalise_currency(self.default_currency)
+            if code is None:
+                raise ConfigError(f"default_currency {self.default_currency!r} is not a known currency")
+            self.default_currency = code
 
 
 @dataclass
@@ -114,6 +124,96 @@ class GenerateSettings:
 
 
 @dataclass
+class BlockSettings:
+    """Candidate blocking: how many neighbours, which index, how the search is spread over tasks."""
+
+    k: int = 10
+    # Candidates below this similarity are dropped (None keeps all k).
+    similarity_floor: float | None = None
+    # Query buckets searched in parallel (each bucket x shard is one task).
+    query_partitions: int = 8
+    # Right sides larger than this are split into shards searched separately, top-k merged.
+    max_shard_size: int = 1_000_000
+    # Where index artifacts are kept (default: WAREHOUSE/_indexes).
+    index_dir: str | None = None
+    index: IndexSettings = field(default_factory=IndexSettings)
+
+    def __post_init__(self) -> None:
+        _positive(self, "k", "query_partitions", "max_shard_size")
+        if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
+            raise ConfigError("similarity_floor must be between -1 and 1")
+
+
+@dataclass
+class MatchSettings:
+    """The nightly matching cascade: floor, label mode, explain mode for the uncertain."""
+
+    # A matcher model folder (epm-spark train-matcher); required by `epm-spark match`.
+    model: str | None = None
+    # Pairs less similar than this are no_match without the model (None: every pair goes to the model).
+    similarity_floor: float | None = 0.35
+    # P(match) in [low, high] gets the full explained decision.
+    uncertainty_band: list[float] = field(default_factory=lambda: [0.3, 0.7])
+    explain: Literal["band", "all", "none"] = "band"
+    # None: the threshold tuned on validation and stored with the model.
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.uncertainty_band) != 2 or not 0.0 <= self.uncertainty_band[0] <= self.uncertainty_band[1] <= 1.0:
+            raise ConfigError("uncertainty_band must be [low, high] with 0 <= low <= high <= 1")
+        if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
+            raise ConfigError("similarity_floor must be between -1 and 1")
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError("threshold must be between 0 and 1")
+
+
+@dataclass
+class DedupSettings:
+    """Clustering one catalog from its accepted matches."""
+
+    # Clusters with more listings than this are flagged: chains of weak matches, not one product.
+    max_cluster_size: int = 20
+    # Accept only matches at least this probable (None: the matcher's own label decides).
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_cluster_size")
+        if self.min_probability is not None and not 0.0 <= self.min_probability <= 1.0:
+            raise ConfigError("min_probability must be between 0 and 1")
+
+
+@dataclass
+class PriceMatchSettings:
+    """Comparing our prices with matched competitor prices in one currency."""
+
+    currency: str = "EUR"
+    # Units of `currency` per unit of each currency; a price in a currency not listed is not converted.
+    rates: dict[str, float] = field(default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17})
+    min_probability: float | None = None
+
+    def __post_init__(self) -> None:
+        from epm_spark.io.prices import normalise_currency
+
+        code = normalise_currency(self.currency)
+        if code is None:
+            raise ConfigError(f"currency {self.currency!r} is not a known currency code")
+        self.currency = code
+        rates = {}
+        for name, rate in self.rates.items():
+            iso = normalise_currency(name)
+            if iso is None:
+                raise ConfigError(f"rates: {name!r} is not a known currency code")
+            if rate <= 0:
+                raise ConfigError(f"rates.{name} must be > 0")
+            rates[iso] = float(rate)
+        if self.currency not in rates:
+            rates[self.currency] = 1.0
+        elif rates[self.currency] != 1.0:
+            raise ConfigError(f"rates.{self.currency} must be 1.0: it is the reporting currency")
+        self.rates = rates
+
+
+@dataclass
 class Settings:
     """The root of ``conf/*.yaml``: one section per concern."""
 
@@ -122,6 +222,11 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    block: BlockSettings = field(default_factory=BlockSettings)
+    match: MatchSettings = field(default_factory=MatchSettings)
+    dedup: DedupSettings = field(default_factory=DedupSettings)
+    price_match: PriceMatchSettings = field(default_factory=PriceMatchSettings)
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
     teacher: TeacherSettings = field(default_factory=TeacherSettings)
     judges: JudgeSettings = field(default_factory=JudgeSettings)
     rewards: RewardSettings = field(default_factory=RewardSettings)
@@ -210,19 +315,29 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _apply_override(data: dict[str, Any], assignment: str) -> None:
+def _apply_override(data: dict[str, Any], assignment: str, root: type = None) -> None:
+    """Set ``a.b.c=value`` in ``data``; a mapping-typed setting takes the rest of the path as one key,
+    so ``spark.conf.spark.executor.memory=8g`` sets the key ``spark.executor.memory``."""
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value")
     dotted, raw = assignment.split("=", 1)
     parts = [p for p in dotted.strip().split(".") if p]
     if not parts:
         raise ConfigError(f"override '{assignment}' names no setting")
-    node = data
-    for part in parts[:-1]:
+    node, cls = data, root
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        tp = typing.get_type_hints(cls).get(part) if cls is not None and dataclasses.is_dataclass(cls) else None
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"override '{assignment}': '{part}' is not a section")
         node = child
+        if tp is not None and typing.get_origin(tp) is dict:
+            parts = parts[: i + 1] + [".".join(parts[i + 1:])]
+            break
+        cls = tp if tp is not None and dataclasses.is_dataclass(tp) else None
+        i += 1
     try:
         node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -252,7 +367,7 @@ def load_settings(
             raise ConfigError(f"{conf_path} must hold a mapping of sections")
         data = loaded or {}
     for assignment in overrides:
-        _apply_override(data, assignment)
+        _apply_override(data, assignment, Settings)
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
     if warehouse:

@@ -156,7 +156,7 @@ CANDIDATES = _table(
         ("rank", pa.int32(), "1 = nearest"),
         ("run_id", pa.string(), "the blocking run"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "left_source", "right_source"),
     key=("run_id", "left_source", "left_id", "right_source", "right_id"),
     required=("left_id", "right_id", "left_source", "right_source", "similarity", "rank", "run_id"),
     description="Pairs the blocker lets through to the matcher.",
@@ -183,9 +183,9 @@ MATCHES = _table(
         ("scored_at", TS, "when the pair was scored"),
         ("run_id", pa.string(), "the matching run"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "left_source", "right_source"),
     key=("run_id", "left_source", "left_id", "right_source", "right_id"),
-    required=("left_id", "right_id", "label", "decided_by", "run_id"),
+    required=("left_id", "right_id", "left_source", "right_source", "label", "decided_by", "run_id"),
     description="One decision per candidate pair.",
 )
 
@@ -197,9 +197,10 @@ CLUSTERS = _table(
         ("source", pa.string(), "member's source"),
         ("cluster_size", pa.int32(), "members in the cluster"),
         ("flagged", pa.bool_(), "cluster above the size limit: review, do not trust"),
+        ("clustered_at", TS, "when the run computed the clusters"),
         ("run_id", pa.string(), "the run that computed the clusters"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "source"),
     key=("run_id", "source", "product_id"),
     required=("cluster_id", "product_id", "source", "run_id"),
     description="Connected components over accepted matches, ids stable across runs.",
@@ -208,15 +209,17 @@ CLUSTERS = _table(
 CLUSTER_CHANGES = _table(
     "cluster_changes",
     [
-        ("cluster_id", pa.string(), "cluster id in this run"),
-        ("change", pa.string(), "created, merged, split, unchanged, removed"),
-        ("previous_cluster_ids", pa.list_(pa.string()), "ids in the previous run"),
-        ("cluster_size", pa.int32(), "members in this run"),
+        ("cluster_id", pa.string(), "cluster id in this run (the removed cluster's id for removed)"),
+        ("source", pa.string(), "the catalog de-duplicated"),
+        ("change", pa.string(), "created, merged, split, updated, unchanged or removed"),
+        ("previous_cluster_ids", pa.list_(pa.string()), "clusters of the previous run its members were in"),
+        ("cluster_size", pa.int32(), "members in this run (0 for removed)"),
+        ("previous_size", pa.int32(), "members of the cluster with this id in the previous run"),
         ("run_id", pa.string(), "the run"),
         ("previous_run_id", pa.string(), "the run compared against"),
     ],
-    partition_by=("run_id",),
-    required=("cluster_id", "change", "run_id"),
+    partition_by=("run_id", "source"),
+    required=("cluster_id", "source", "change", "run_id"),
     description="What happened to each cluster since the previous run.",
 )
 
@@ -240,8 +243,8 @@ PRICE_COMPARISONS = _table(
         ("rationale", pa.string(), "why the matcher said match"),
         ("run_id", pa.string(), "the run"),
     ],
-    partition_by=("run_id",),
-    required=("our_id", "competitor_id", "run_id"),
+    partition_by=("run_id", "our_source"),
+    required=("our_id", "our_source", "competitor_id", "run_id"),
     description="Our listings against matched competitor listings, currencies normalised.",
 )
 
@@ -295,10 +298,12 @@ TABLES: dict[str, TableSpec] = {
 
 
 def spec(name: str) -> TableSpec:
+    from epm_spark.errors import InputError
+
     try:
         return TABLES[name]
     except KeyError:
-        raise KeyError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
+        raise InputError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
 
 
 def check_partition_value(column: str, value: object) -> str:

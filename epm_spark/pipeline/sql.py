@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
 from epm_spark.io import delta
+from epm_spark.io.schemas import TABLES
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -27,9 +27,12 @@ log = logging.getLogger(__name__)
 
 def register_views(spark: SparkSession, settings: Settings) -> list[str]:
     """Create (or refresh) one temporary view per warehouse table; returns their names."""
+    # Views of another warehouse (an earlier call in the same session) must not answer for this one.
+    for view in spark.catalog.listTables():
+        if view.isTemporary and view.name in TABLES:
+            spark.catalog.dropTempView(view.name)
     names = []
-    for log_dir in sorted(Path(settings.warehouse).glob("*/_delta_log")):
-        name = log_dir.parent.name
+    for name in delta.list_tables(settings.warehouse):
         delta.read(spark, settings.warehouse, name, engine=settings.delta.engine).createOrReplaceTempView(name)
         names.append(name)
     return names

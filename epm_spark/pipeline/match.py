@@ -1,0 +1,208 @@
+"""``epm-spark match``: a decision for every candidate pair, as a cascade.
+
+1. **floor**: a pair whose blocking similarity is under ``match.similarity_floor`` is
+   decided ``no_match`` without the model.
+2. **label**: every other pair gets the student's P(match) from one forward pass (no
+   generation) and is a match when it reaches the model's tuned threshold.
+3. **explain**: pairs whose P(match) falls in ``match.uncertainty_band`` (or all pairs,
+   with ``--explain all``) get the full structured decision generated; its label wins. A
+   generation that fails the schema is retried once (by the matcher) and then recorded
+   with ``format_valid = false``, its raw text, and the label of step 2.
+
+The student runs in Spark pandas UDFs, loaded once per Python worker on the task's GPU
+(or the CPU). No pair is ever dropped: the job checks ``matches == candidates`` for the
+run before it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from epm_spark.config import Settings
+from epm_spark.errors import InputError, worker_errors
+from epm_spark.io import delta
+from epm_spark.io.schemas import MATCHES, check_partition_value
+from epm_spark.progress import spark_progress
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+__all__ = ["MatchReport", "match", "resolve_matcher_model"]
+
+log = logging.getLogger(__name__)
+
+# One matcher per (model, device) per Python worker.
+_MATCHERS: dict[tuple[str, str], Any] = {}
+
+_LISTING = ("title", "brand", "category", "description", "price", "currency", "attributes")
+
+
+@dataclass
+class MatchReport:
+    left: str
+    right: str
+    run_id: str
+    model: str
+    candidates: int
+    decided_by: dict[str, int] = field(default_factory=dict)
+    matches: int = 0
+    format_failures: int = 0
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        by = ", ".join(f"{k} {v:,}" for k, v in sorted(self.decided_by.items()))
+        return (f"match {self.left} -> {self.right} (run {self.run_id}, {self.seconds:.1f} s) with {self.model}\n"
+                f"  candidates: {self.candidates:,}  decided by: {by}\n"
+                f"  matches: {self.matches:,}  format failures: {self.format_failures:,}")
+
+
+def resolve_matcher_model(settings: Settings, model: str | None) -> str:
+    chosen = model or settings.match.model
+    if not chosen:
+        raise InputError("no matcher model: pass --model DIR (a folder written by `epm-spark train-matcher`) or set "
+                         "match.model; `make demo` trains and caches one")
+    return chosen
+
+
+def _matcher(model: str, device: str, inference):
+    key = (model, device)
+    if key not in _MATCHERS:
+        import dataclasses
+
+        import transformers
+
+        from epm_spark.models.matcher.inference import Matcher
+
+        transformers.utils.logging.disable_progress_bar()
+        log.info("loading matcher %s on %s", model, device)
+        _MATCHERS[key] = Matcher.load(model, dataclasses.replace(inference, device=device))
+    return _MATCHERS[key]
+
+
+def _decision_columns(explanation) -> dict[str, Any]:
+    d = explanation.decision
+    if d is None:
+        return {"confidence": None, "evidence": None, "noise_ignored": None, "rationale": None,
+                "format_valid": False, "decision_json": explanation.text}
+    return {"confidence": float(d.confidence), "evidence": dict(d.evidence), "noise_ignored": list(d.noise_ignored),
+            "rationale": d.rationale, "format_valid": True, "decision_json": d.to_json()}
+
+
+def match(spark: SparkSession, settings: Settings, *, left: str, right: str | None = None, run_id: str,
+          candidates_run_id: str | None = None, model: str | None = None, explain: str | None = None) -> MatchReport:
+    """Decide every candidate pair of ``left`` x ``right`` in ``candidates_run_id`` (default ``run_id``)."""
+    from pyspark.sql import functions as F
+    from pyspark.storagelevel import StorageLevel
+
+    from epm_spark.pipeline.block import limit_threads
+    from epm_spark.pipeline.embed import task_device
+
+    start = time.monotonic()
+    cfg, wh, engine = settings.match, settings.warehouse, settings.delta.engine
+    right = right or left
+    for s in {left, right}:
+        check_partition_value("source", s)
+    check_partition_value("run_id", run_id)
+    candidates_run_id = candidates_run_id or run_id
+    explain = explain or cfg.explain
+    if explain not in ("band", "all", "none"):
+        raise InputError(f"--explain must be band, all or none, got {explain!r}")
+    model = resolve_matcher_model(settings, model)
+
+    candidates = (delta.read(spark, wh, "candidates", engine=engine)
+                  .filter((F.col("run_id") == candidates_run_id) & (F.col("left_source") == left)
+                          & (F.col("right_source") == right))
+                  .drop("run_id"))
+    n_candidates = candidates.count()
+    if n_candidates == 0:
+        raise InputError(f"candidates holds no pairs of {left} -> {right} for run {candidates_run_id!r}; run "
+                         f"`epm-spark block --left {left}" + (f" --right {right}" if right != left else "")
+                         + "` first")
+    products = delta.read(spark, wh, "products", engine=engine)
+    pairs = candidates
+    for side in ("left", "right"):
+        listing = products.select(F.col("source").alias(f"{side}_source"), F.col("product_id").alias(f"{side}_id"),
+                                  *[F.col(c).alias(f"{side}_{c}") for c in _LISTING])
+        pairs = pairs.join(listing, [f"{side}_source", f"{side}_id"], "left")
+
+    floor = cfg.similarity_floor
+    low, high = cfg.uncertainty_band
+    threshold_override = cfg.threshold
+    inference = settings.matcher.inference
+    scored_at = pd.Timestamp.now(tz="UTC")
+
+    def decide(batches):
+        matcher = None
+        for pdf in batches:
+            if matcher is None:
+                limit_threads()
+                matcher = _matcher(model, task_device(inference.device), inference)
+            threshold = matcher.threshold() if threshold_override is None else threshold_override
+            version = f"{Path(model).name}@{matcher.card.created}" if matcher.card else model
+            probs = matcher.predict_proba(pdf)
+            labels = ["match" if p >= threshold else "no_match" for p in probs]
+            out = pd.DataFrame({
+                "left_id": pdf["left_id"], "right_id": pdf["right_id"], "left_source": pdf["left_source"],
+                "right_source": pdf["right_source"], "label": labels, "probability": probs.astype(float),
+                "decided_by": "label", "confidence": None, "evidence": None, "noise_ignored": None,
+                "rationale": None, "format_valid": True, "decision_json": None, "similarity": pdf["similarity"],
+                "model_version": version, "scored_at": scored_at, "run_id": run_id,
+            })
+            if explain == "all":
+                chosen = list(range(len(pdf)))
+            elif explain == "band":
+                chosen = [i for i, p in enumerate(probs) if low <= p <= high]
+            else:
+                chosen = []
+            if chosen:
+                for i, e in zip(chosen, matcher.explain(pdf.iloc[chosen].reset_index(drop=True))):
+                    cols = _decision_columns(e)
+                    for name, value in cols.items():
+                        out.at[out.index[i], name] = value
+                    out.at[out.index[i], "decided_by"] = "explain"
+                    if e.format_valid:
+                        out.at[out.index[i], "label"] = e.label
+            yield out[MATCHES.columns]
+
+    schema = MATCHES.spark_schema()
+    by_model = pairs if floor is None else pairs.filter(F.col("similarity") >= floor)
+    scored = by_model.mapInPandas(decide, schema)
+    if floor is not None:
+        floored = pairs.filter(F.col("similarity") < floor).select(
+            "left_id", "right_id", "left_source", "right_source", F.lit("no_match").alias("label"),
+            F.lit(None).cast("double").alias("probability"), F.lit("floor").alias("decided_by"),
+            F.lit(None).cast("double").alias("confidence"), F.lit(None).cast("map<string,string>").alias("evidence"),
+            F.lit(None).cast("array<string>").alias("noise_ignored"), F.lit(None).cast("string").alias("rationale"),
+            F.lit(True).alias("format_valid"), F.lit(None).cast("string").alias("decision_json"), "similarity",
+            F.lit(None).cast("string").alias("model_version"), F.lit(scored_at).alias("scored_at"),
+            F.lit(run_id).alias("run_id"))
+        scored = scored.unionByName(floored)
+    # Persisted: the model runs once; counting and writing read the same decisions.
+    decisions = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        with spark_progress(spark, f"match {left} -> {right}"), worker_errors():
+            n_decisions = decisions.count()
+            if n_decisions != n_candidates:
+                raise RuntimeError(f"match produced {n_decisions} decisions for {n_candidates} candidates; "
+                                   "nothing was written")
+            delta.write(decisions, wh, "matches", "replace",
+                        partition={"run_id": run_id, "left_source": left, "right_source": right},
+                        run_id=run_id, job="match", engine=engine, max_rows_per_file=settings.delta.max_rows_per_file)
+            stats = decisions.groupBy("decided_by").agg(
+                F.count(F.lit(1)).alias("n"), F.sum((F.col("label") == "match").cast("int")).alias("matches"),
+                F.sum((~F.col("format_valid")).cast("int")).alias("failures")).collect()
+    finally:
+        decisions.unpersist()
+    report = MatchReport(left, right, run_id, model, n_candidates, seconds=time.monotonic() - start)
+    for r in stats:
+        report.decided_by[r["decided_by"]] = r["n"]
+        report.matches += int(r["matches"] or 0)
+        report.format_failures += int(r["failures"] or 0)
+    log.info("%s", report.summary().replace("\n", ";"))
+    return report

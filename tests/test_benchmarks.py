@@ -1,0 +1,110 @@
+"""Both benchmark layouts: small folders built here, and the real data when it is present."""
+
+import gzip
+import json
+
+import pytest
+
+from epm_spark.errors import InputError
+from epm_spark.io import delta
+from epm_spark.io.benchmarks import load_benchmark
+from epm_spark.pipeline.load_benchmark import load_benchmark_tables
+
+
+@pytest.fixture
+def tables_layout(tmp_path):
+    d = tmp_path / "mini_tables"
+    d.mkdir()
+    (d / "tableA.csv").write_text("id,title,manufacturer,price\n0,sony turntable pslx350h,sony,49.99\n1,bose speaker,,\n")
+    (d / "tableB.csv").write_text("id,title,manufacturer,price\n0,Sony PS-LX350H turntable,sony,$52.00\n1,bose am5,bose,\n")
+    (d / "train.csv").write_text("ltable_id,rtable_id,label\n0,0,1\n0,1,0\n")
+    (d / "valid.csv").write_text("ltable_id,rtable_id,label\n1,1,1\n")
+    (d / "test.csv").write_text("ltable_id,rtable_id,label\n1,0,0\n")
+    return d
+
+
+def _offer(i, cluster, title):
+    return {"id": i, "brand": None, "title": title, "description": None, "price": "1.69E2",
+            "priceCurrency": "eur", "cluster_id": cluster}
+
+
+@pytest.fixture
+def pairs_layout(tmp_path):
+    d = tmp_path / "mini_wdc"
+    d.mkdir()
+    def write(name, rows):
+        with gzip.open(d / name, "wt") as fh:
+            for left, right, label, hard in rows:
+                rec = {f"{k}_left": v for k, v in left.items()} | {f"{k}_right": v for k, v in right.items()}
+                rec |= {"pair_id": f"{left['id']}#{right['id']}", "label": label, "is_hard_negative": hard}
+                fh.write(json.dumps(rec) + "\n")
+    a, b, c = _offer(1, 10, "Fenix 21700 battery"), _offer(2, 10, "Fenix 5000mAh 21700"), _offer(3, 11, "Fenix 18650")
+    write("x80cc20rnd000un_train_medium.json.gz", [(a, b, 1, False), (a, c, 0, True)])
+    write("x80cc20rnd000un_valid_medium.json.gz", [(c, b, 0, True)])
+    write("x80cc20rnd000un_gs.json.gz", [(b, a, 1, False)])
+    write("x80cc20rnd050un_gs.json.gz", [(c, a, 0, False)])
+    return d
+
+
+def test_tables_layout(tables_layout):
+    b = load_benchmark(tables_layout)
+    assert (b.name, b.layout) == ("mini_tables", "tables")
+    assert b.left.set_index("product_id").loc["0", "brand"] == "sony"
+    assert b.right.set_index("product_id").loc["0", "price"] == 52.0
+    assert b.splits == ["test", "train", "valid"]
+    assert b.split_pairs("train")[["left_id", "right_id", "label"]].values.tolist() == [["0", "0", 1], ["0", "1", 0]]
+    assert set(b.pairs.left_source) == {"mini_tables_left"}
+
+
+def test_pairs_layout_splits_clusters_and_aliases(pairs_layout):
+    b = load_benchmark(pairs_layout, name="wdc")
+    assert b.layout == "pairs"
+    assert b.splits == ["test_000un", "test_050un", "train_medium", "valid_medium"]
+    assert b.resolve_split("train") == "train_medium" and b.resolve_split("test") == "test_050un"
+    train = b.split_pairs("train")
+    assert train.is_hard_negative.tolist() == [False, True]
+    assert train.left_cluster_id.tolist() == ["10", "10"]
+    offer = b.left.set_index("product_id").loc["1"]
+    assert (offer.price, offer.currency) == (169.0, "EUR")
+    left, right = b.corpus("test_000un")
+    assert left.product_id.tolist() == ["2"] and right.product_id.tolist() == ["1"]
+    with pytest.raises(InputError, match="no split 'nope'"):
+        b.split_pairs("nope")
+
+
+def test_bad_folders_say_what_is_expected(tmp_path, tables_layout):
+    with pytest.raises(InputError, match="does not exist"):
+        load_benchmark(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="neither a DeepMatcher folder"):
+        load_benchmark(tmp_path / "empty")
+    (tables_layout / "test.csv").write_text("ltable_id,rtable_id,label\n9,0,0\n")
+    with pytest.raises(InputError, match="pair ids not in tableA.csv"):
+        load_benchmark(tables_layout)
+
+
+def test_load_benchmark_writes_products_and_pairs_and_replaces_on_reload(settings, tables_layout, pairs_layout):
+    for _ in range(2):
+        load_benchmark_tables(None, settings, path=str(tables_layout), run_id="r1")
+    load_benchmark_tables(None, settings, path=str(pairs_layout), name="wdc", run_id="r1")
+    products = delta.read_pandas(settings.warehouse, "products")
+    assert products.groupby("source").size().to_dict() == {
+        "mini_tables_left": 2, "mini_tables_right": 2, "wdc_left": 3, "wdc_right": 3}
+    pairs = delta.read_pandas(settings.warehouse, "labelled_pairs")
+    assert pairs.groupby("benchmark").size().to_dict() == {"mini_tables": 4, "wdc": 5}
+
+
+@pytest.mark.benchmark_data
+@pytest.mark.parametrize("name, left, right, splits", [
+    ("abt_buy", 1081, 1092, {"train": (5743, 616), "valid": (1916, 206), "test": (1916, 206)}),
+    ("amazon_google", 1363, 3226, {"train": (6874, 699), "valid": (2293, 234), "test": (2293, 234)}),
+    ("wdc_products", None, None, {"train_medium": (6000, 1500), "test_000un": (4500, 500), "test_050un": (4500, 500)}),
+])
+def test_real_benchmarks_match_their_published_sizes(benchmarks_dir, name, left, right, splits):
+    b = load_benchmark(benchmarks_dir / name)
+    if left is not None:
+        assert (len(b.left), len(b.right)) == (left, right)
+    for split, (n, positives) in splits.items():
+        pairs = b.split_pairs(split)
+        assert (len(pairs), int(pairs.label.sum())) == (n, positives)
+    assert b.left.title.notna().all()

@@ -1,0 +1,39 @@
+import io
+import json
+
+import pandas as pd
+import pytest
+
+from epm_spark.errors import InputError
+from epm_spark.io import delta
+from epm_spark.pipeline.sql import run_sql
+
+from test_delta import products
+
+
+def test_every_table_is_a_view_in_three_formats(spark, settings):
+    delta.write_pandas(settings.warehouse, "products", pd.concat([products(3), products(2, "theirs")]), "overwrite")
+    out = io.StringIO()
+    n = run_sql(spark, settings, "SELECT source, count(*) AS n FROM products GROUP BY source ORDER BY source",
+                fmt="table", out=out)
+    lines = out.getvalue().splitlines()
+    assert n == 2 and lines[0].split("|")[0].strip() == "source"
+    assert lines[2].split("|")[1].strip() == "3" and lines[-1] == "(2 rows)"
+    out = io.StringIO()
+    run_sql(spark, settings, "SELECT product_id, price FROM products WHERE source = 'theirs' ORDER BY 1",
+            fmt="csv", out=out)
+    assert out.getvalue().splitlines() == ["product_id,price", "0,0.0", "1,1.0"]
+    out = io.StringIO()
+    run_sql(spark, settings, "SELECT attributes FROM products LIMIT 1", fmt="json", out=out)
+    assert json.loads(out.getvalue()) == {"attributes": {"colour": "black"}}
+
+
+def test_a_bad_query_gets_the_sql_error(spark, settings):
+    delta.write_pandas(settings.warehouse, "products", products(1), "overwrite")
+    with pytest.raises(InputError, match=r"PARSE_SYNTAX_ERROR.*\(tables: products\)"):
+        run_sql(spark, settings, "SELEC 1", out=io.StringIO())
+    with pytest.raises(InputError, match="UNRESOLVED_COLUMN") as info:
+        run_sql(spark, settings, "SELECT nope FROM products", out=io.StringIO())
+    assert "\tat " not in str(info.value) and "Project" not in str(info.value)
+    with pytest.raises(InputError, match="TABLE_OR_VIEW_NOT_FOUND"):
+        run_sql(spark, settings, "SELECT * FROM candidates", out=io.StringIO())
