@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import random
 
 import pytest
 
@@ -11,19 +10,13 @@ from epm_spark.models.matcher.judges import AttributeConsistencyJudge
 from epm_spark.models.matcher.pairs import benchmark_pairs, listing
 from epm_spark.models.matcher.teacher import AgenticTeacher, agreement
 
-BENCHMARKS = Path(os.environ.get("EPM_BENCHMARKS") or Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-                  / "benchmarks")
-
 pytestmark = pytest.mark.benchmark_data
 
 
-def frame(name: str, n: int):
+def frame(root, name: str, n: int):
     from epm_spark.io.benchmarks import load_benchmark
 
-    folder = BENCHMARKS / name
-    if not folder.is_dir():
-        pytest.skip(f"benchmark data not found at {folder} (set EPM_BENCHMARKS)")
-    pairs = benchmark_pairs(load_benchmark(folder), "train")
+    pairs = benchmark_pairs(load_benchmark(root / name), "train")
     # A fixed sample with both labels, small enough to stay fast.
     return pairs.sample(n=min(n, len(pairs)), random_state=0).reset_index(drop=True)
 
@@ -31,19 +24,18 @@ def frame(name: str, n: int):
 # Floors well under what the teacher reaches on the full train splits (0.85, 0.53, 0.74 F1):
 # they catch a broken extractor or rule, not noise.
 @pytest.mark.parametrize("name, floor", [("abt_buy", 0.7), ("amazon_google", 0.4), ("wdc_products", 0.6)])
-def test_agentic_teacher_agrees_with_gold_on_real_pairs(name, floor):
-    pairs = frame(name, 1500)
+def test_agentic_teacher_agrees_with_gold_on_real_pairs(benchmarks_dir, name, floor):
+    pairs = frame(benchmarks_dir, name, 1500)
     results = AgenticTeacher().decide(pairs)
     agree = agreement(results, pairs["label"])
     assert agree.failures == 0
     assert agree.f1 >= floor, agree.as_dict()
 
 
-def test_attribute_judge_prefers_the_teachers_rationales_to_flipped_ones():
+def test_attribute_judge_prefers_the_teachers_rationales_to_flipped_ones(benchmarks_dir):
     from epm_spark.models.matcher.preference import corrupt_decision
-    import random
 
-    pairs = frame("wdc_products", 300)
+    pairs = frame(benchmarks_dir, "wdc_products", 300)
     decisions = [r.decision for r in AgenticTeacher().decide(pairs)]
     lefts = [listing(r, "left") for r in pairs.to_dict("records")]
     rights = [listing(r, "right") for r in pairs.to_dict("records")]

@@ -297,7 +297,7 @@ def _log_lines():
     class LogLines(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             log.info("judge step %d/%d: %s", state.global_step, state.max_steps,
-                     {k: round(v, 4) if isinstance(v, float) else v for k, v in (logs or {}).items()})
+                     {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in (logs or {}).items()})
 
     return LogLines()
 
