@@ -1,0 +1,154 @@
+"""The whole nightly pipeline on a small synthetic catalog, with tiny random models, in local Spark.
+
+Night 1, night 1 again (same run id), then night 2 with listings added, changed and
+removed; the analyst notebooks run top to bottom against the resulting warehouse.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from epm_spark.io import delta
+from epm_spark.pipeline.generate import generate
+from epm_spark.pipeline.nightly import Export, run_nightly
+from tiny_student import tiny_student  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[1]
+COMPETITOR_A_MAP = {"product_id": "artikelnummer", "title": "bezeichnung", "brand": "marke", "price": "preis",
+                    "category": "kategorie", "description": "beschreibung"}
+
+
+def tiny_encoder(folder: Path) -> str:
+    """A 2-layer, 32-wide random BERT over the real MiniLM tokenizer: titles sharing tokens land nearby."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from epm_spark.models.weights import packaged_encoder_dir
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_dir())
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory, tiny_student):
+    root = tmp_path_factory.mktemp("nightly")
+    from epm_spark.config import load_settings
+
+    settings = load_settings(overrides=["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2",
+                                        "dedup.max_cluster_size=3", "match.explain=band",
+                                        "match.uncertainty_band=[0.49,0.51]", "matcher.inference.max_new_tokens=24"],
+                             warehouse=str(root / "warehouse"))
+    settings.encoder.backbone = tiny_encoder(root / "encoder")
+    report = generate(settings, out=str(root / "exports1"), products=30, competitors=1, seed=3)
+    exports = {"ours": Export(str(report.files["ours"]), currency="EUR"),
+               "competitor_a": Export(str(report.files["competitor_a"]), COMPETITOR_A_MAP, "EUR")}
+    return settings, exports, str(tiny_student), root
+
+
+def table(settings, name, run_id):
+    return delta.read_pandas(settings.warehouse, name, filters=[("run_id", "=", run_id)])
+
+
+KEY = ["left_source", "right_source", "left_id", "right_id"]
+STABLE = ("left_id", "right_id", "label", "decided_by", "cluster_id", "product_id", "our_id", "competitor_id",
+          "percent", "rank")
+RUN_TABLES = ("candidates", "matches", "clusters", "price_comparisons")
+
+
+@pytest.fixture(scope="module")
+def nights(spark, night):
+    """Night 1, night 1 again with the same run id, then night 2 with listings removed, changed, added."""
+    settings, exports, model, root = night
+    run_nightly(spark, settings, exports=exports, ours="ours", run_id="n1", model=model)
+    first = {name: table(settings, name, "n1") for name in RUN_TABLES}
+    run_nightly(spark, settings, exports=exports, ours="ours", run_id="n1", model=model)
+    again = {name: table(settings, name, "n1") for name in RUN_TABLES}
+
+    ours_csv = pd.read_csv(exports["ours"].path, dtype=str)
+    removed = ours_csv.product_id.iloc[:2].tolist()
+    night2 = ours_csv.iloc[2:].copy()
+    night2.loc[night2.index[0], "title"] = night2.iloc[0]["title"] + " NEW 2026 edition"
+    night2 = pd.concat([night2, night2.iloc[:2].assign(product_id=["NEW1", "NEW2"])])
+    path2 = root / "ours_night2.csv"
+    night2.to_csv(path2, index=False)
+    run_nightly(spark, settings, exports={**exports, "ours": Export(str(path2), currency="EUR")}, ours="ours",
+                run_id="n2", model=model)
+    return {"settings": settings, "first": first, "again": again, "removed": removed,
+            "changed": night2.product_id.iloc[0]}
+
+
+def test_every_candidate_gets_one_decision(nights):
+    candidates, matches = nights["first"]["candidates"], nights["first"]["matches"]
+    assert len(candidates) > 0
+    assert sorted(map(tuple, candidates[KEY].values)) == sorted(map(tuple, matches[KEY].values))
+    assert set(matches.decided_by) <= {"floor", "label", "explain"}
+    assert matches.label.isin(["match", "no_match"]).all()
+    explained = matches[matches.decided_by == "explain"]
+    assert explained.decision_json.notna().all()  # a format failure keeps the raw text
+
+
+def test_clusters_cover_the_catalog_and_flag_big_ones(nights):
+    settings = nights["settings"]
+    latest = table(settings, "clusters", "n2")
+    products = delta.read_pandas(settings.warehouse, "products", filters=[("source", "=", "ours")])
+    assert sorted(latest.product_id) == sorted(products.product_id)  # the catalog as of night 2
+    for clusters in (nights["first"]["clusters"], latest):
+        assert (clusters.flagged == (clusters.cluster_size > 3)).all()
+        sizes = clusters.groupby("cluster_id").product_id.count()
+        assert (clusters.cluster_size == clusters.cluster_id.map(sizes)).all()
+
+
+def test_price_comparisons_follow_accepted_matches(nights):
+    matches, prices = nights["first"]["matches"], nights["first"]["price_comparisons"]
+    accepted = matches[(matches.right_source == "competitor_a") & (matches.label == "match")]
+    assert len(prices) == len(accepted)
+    priced = prices.dropna(subset=["competitor_price", "our_price"])
+    np.testing.assert_allclose(priced.difference, priced.competitor_price - priced.our_price, atol=0.011)
+
+
+def test_rerunning_a_night_changes_nothing(nights):
+    for name in RUN_TABLES:
+        first, again = nights["first"][name], nights["again"][name]
+        cols = [c for c in first.columns if c in STABLE]
+        pd.testing.assert_frame_equal(first[cols].sort_values(cols).reset_index(drop=True),
+                                      again[cols].sort_values(cols).reset_index(drop=True), obj=name)
+
+
+def test_second_night_keeps_untouched_cluster_ids(nights):
+    settings = nights["settings"]
+    c1, c2 = table(settings, "clusters", "n1"), table(settings, "clusters", "n2")
+    assert not set(nights["removed"]) & set(c2.product_id) and {"NEW1", "NEW2"} <= set(c2.product_id)
+    members = lambda c: c.groupby("cluster_id").product_id.apply(frozenset)  # noqa: E731
+    old, new = members(c1), members(c2)
+    untouched = {ids: cid for cid, ids in old.items() if ids in set(new.values)}
+    assert untouched, "some clusters should survive a night with four changed listings"
+    new_by_members = {ids: cid for cid, ids in new.items()}
+    assert all(new_by_members[ids] == cid for ids, cid in untouched.items())
+    changes = table(settings, "cluster_changes", "n2")
+    assert set(changes.previous_run_id) == {"n1"}
+    assert set(changes.change) <= {"created", "merged", "split", "updated", "unchanged", "removed"}
+    assert (changes.set_index("cluster_id").loc[list(untouched.values()), "change"] == "unchanged").all()
+    embedded = delta.read_pandas(settings.warehouse, "embeddings", filters=[("source", "=", "ours")])
+    assert set(embedded.loc[embedded.run_id == "n2", "product_id"]) == {nights["changed"], "NEW1", "NEW2"}
+
+
+@pytest.mark.parametrize("notebook", sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")))
+def test_notebooks_run_against_the_nightly_warehouse(nights, notebook, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    settings = nights["settings"]
+    monkeypatch.setenv("EPM_WAREHOUSE", settings.warehouse)
+    nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert any("run n2" in "".join(o.get("text", "")) for o in outputs)
