@@ -154,6 +154,26 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_schema(sub) -> None:
+    p = sub.add_parser("schema", help="show the declared columns of the warehouse tables")
+    p.add_argument("table", nargs="?", help="one table (default: all)")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.io.schemas import TABLES, spec
+
+        for t in [spec(args.table)] if args.table else TABLES.values():
+            parts = f"  partitioned by {', '.join(t.partition_by)}" if t.partition_by else ""
+            print(f"{t.name}: {t.description}{parts}")
+            for f in t.schema:
+                req = " (required)" if f.name in t.required else ""
+                print(f"  {f.name:<26} {str(f.type):<28} {t.columns_doc.get(f.name, '')}{req}")
+            print()
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _verb_train_encoder(sub) -> None:
     p = sub.add_parser("train-encoder", help="train the dual-encoder on labelled_pairs: contrastive, then roar")
     p.add_argument("--stage", required=True, choices=["contrastive", "roar"])
@@ -175,13 +195,55 @@ def _verb_train_encoder(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_embed(sub) -> None:
+    p = sub.add_parser("embed", help="embed listings of one or more sources into embeddings (incremental)")
+    p.add_argument("--source", action="append", required=True, metavar="NAME",
+                   help="source to embed (repeatable, or comma-separated)")
+    p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.embed import embed
+
+        sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
+        report = embed(_spark(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
+                       model=args.model)
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_block(sub) -> None:
+    p = sub.add_parser("block", help="write candidate pairs: k nearest right listings per left listing")
+    p.add_argument("--left", required=True, help="query source (ours)")
+    p.add_argument("--right", default=None, help="source searched (a competitor); omitted: de-duplicate --left")
+    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.block import block
+
+        report = block(_spark(settings), settings, left=args.left, right=args.right, k=args.k,
+                       run_id=args.run_id or default_run_id())
+        print(report.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
     _verb_load_benchmark,
     _verb_sql,
     _verb_tables,
+    _verb_schema,
     _verb_train_encoder,
+    _verb_embed,
+    _verb_block,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
@@ -262,6 +324,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no table was changed by the unfinished step", file=sys.stderr)
         return 130
+
+
+def job_main(verb: list[str], argv: list[str] | None = None) -> int:
+    """Entry point of the ``jobs/*.py`` scripts: ``spark-submit jobs/ingest.py [GLOBAL OPTIONS] ARGS``.
+
+    Global options (``--conf``, ``--warehouse``, ``--set``, ``-v``) may come anywhere in the
+    job's arguments; they are moved before the verb.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    front, rest, i = [], [], 0
+    while i < len(args):
+        if args[i] in ("--conf", "--warehouse", "--set") and i + 1 < len(args):
+            front += args[i: i + 2]
+            i += 2
+        elif args[i] in ("-v", "--verbose"):
+            front.append(args[i])
+            i += 1
+        else:
+            rest.append(args[i])
+            i += 1
+    return main([*front, *verb, *rest])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.index import IndexSettings
 from epm_spark.models.encoder.config import EncoderSettings
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "DeltaSettings",
     "IngestSettings",
     "GenerateSettings",
+    "BlockSettings",
     "from_dict",
     "load_settings",
     "to_dict",
@@ -121,6 +123,27 @@ class GenerateSettings:
 
 
 @dataclass
+class BlockSettings:
+    """Candidate blocking: how many neighbours, which index, how the search is spread over tasks."""
+
+    k: int = 10
+    # Candidates below this similarity are dropped (None keeps all k).
+    similarity_floor: float | None = None
+    # Query buckets searched in parallel (each bucket x shard is one task).
+    query_partitions: int = 8
+    # Right sides larger than this are split into shards searched separately, top-k merged.
+    max_shard_size: int = 1_000_000
+    # Where index artifacts are kept (default: WAREHOUSE/_indexes).
+    index_dir: str | None = None
+    index: IndexSettings = field(default_factory=IndexSettings)
+
+    def __post_init__(self) -> None:
+        _positive(self, "k", "query_partitions", "max_shard_size")
+        if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
+            raise ConfigError("similarity_floor must be between -1 and 1")
+
+
+@dataclass
 class Settings:
     """The root of ``conf/*.yaml``: one section per concern."""
 
@@ -129,6 +152,7 @@ class Settings:
     delta: DeltaSettings = field(default_factory=DeltaSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
+    block: BlockSettings = field(default_factory=BlockSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
 

@@ -74,6 +74,12 @@ def get_spark(settings: Settings) -> SparkSession:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Launched by spark-submit (or pyspark): the JVM exists and its conf is the cluster's.
+        spark = SparkSession.builder.getOrCreate()
+        spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+        log.info("using the Spark session of spark-submit (%s)", spark.sparkContext.master)
+        return spark
     check_java()
     s = settings.spark
     # Workers must run the same Python (and so the same packages) as the driver.

@@ -142,3 +142,9 @@ def test_pandas_writes_share_the_commit_rules(warehouse):
         delta.write_pandas(warehouse, "products", products(1).drop(columns=["title"]), "overwrite")
     [row] = delta.describe_warehouse(warehouse)
     assert (row["table"], row["rows"], row["version"]) == ("products", 7, 2)
+
+
+def test_object_store_warehouse_paths_and_the_writer_limit(spark):
+    assert delta.table_uri("s3a://bucket/wh/", "products") == "s3a://bucket/wh/products"
+    with pytest.raises(InputError, match="object store: use the Delta jars"):
+        delta.write_pandas("s3a://bucket/wh", "products", products(1), "overwrite")

@@ -61,6 +61,7 @@ __all__ = [
     "write",
     "write_pandas",
     "describe_warehouse",
+    "list_tables",
     "uses_native_delta",
 ]
 
@@ -96,12 +97,38 @@ class CommitInfo:
 # ----------------------------------------------------------------------------- paths
 
 
+def _remote(warehouse: str | os.PathLike[str]) -> bool:
+    return "://" in str(warehouse) and not str(warehouse).startswith("file://")
+
+
 def table_uri(warehouse: str | os.PathLike[str], table: str) -> str:
-    return str(Path(warehouse).resolve() / table)
+    if _remote(warehouse):
+        return f"{str(warehouse).rstrip('/')}/{table}"
+    return str(Path(str(warehouse).removeprefix("file://")).resolve() / table)
 
 
 def table_exists(warehouse: str | os.PathLike[str], table: str) -> bool:
+    if _remote(warehouse):
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(table_uri(warehouse, table))
     return (Path(table_uri(warehouse, table)) / "_delta_log").is_dir()
+
+
+def list_tables(warehouse: str | os.PathLike[str]) -> list[str]:
+    """The Delta tables of a warehouse: every folder with a log (local), the known tables (object stores)."""
+    if _remote(warehouse):
+        return [name for name in TABLES if table_exists(warehouse, name)]
+    root = Path(str(warehouse).removeprefix("file://"))
+    return sorted(p.parent.name for p in root.glob("*/_delta_log"))
+
+
+def _local_writer_check(warehouse: str | os.PathLike[str]) -> None:
+    if _remote(warehouse):
+        raise InputError(
+            f"the delta-rs writer of epm-spark writes to local or mounted warehouses; {warehouse} is an "
+            "object store: use the Delta jars (delta.engine=native) or mount the bucket"
+        )
 
 
 def _open(warehouse: str | os.PathLike[str], table: str, version: int | None = None):
@@ -109,10 +136,10 @@ def _open(warehouse: str | os.PathLike[str], table: str, version: int | None = N
 
     uri = table_uri(warehouse, table)
     if not table_exists(warehouse, table):
-        existing = sorted(p.parent.name for p in Path(warehouse).glob("*/_delta_log"))
+        existing = list_tables(warehouse)
         hint = _CREATED_BY.get(table, "")
         raise TableNotFoundError(
-            f"table '{table}' does not exist in warehouse {Path(warehouse).resolve()}"
+            f"table '{table}' does not exist in warehouse {warehouse}"
             + (f" (it is written by `epm-spark {hint}`)" if hint else "")
             + (f"; tables there: {', '.join(existing)}" if existing else "; the warehouse is empty")
         )
@@ -445,6 +472,7 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
     if uses_native_delta(spark, engine):
         return _write_native(df, uri, spec, mode, expect, run_id, job)
 
+    _local_writer_check(warehouse)
     write_id = uuid.uuid4().hex[:12]
     Path(uri).mkdir(parents=True, exist_ok=True)
     data_columns = [c for c in spec.columns if c in df.columns]
@@ -522,6 +550,7 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
             data = pa.Table.from_pandas(data[spec.columns], schema=spec.schema, preserve_index=False, safe=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise InputError(f"table '{table}': rows do not fit the declared schema: {exc}") from None
+    _local_writer_check(warehouse)
     write_id = uuid.uuid4().hex[:12]
     Path(uri).mkdir(parents=True, exist_ok=True)
     try:
@@ -547,11 +576,11 @@ def describe_warehouse(warehouse: str | os.PathLike[str]) -> list[dict[str, Any]
     from deltalake import DeltaTable
 
     rows = []
-    for log_dir in sorted(Path(warehouse).glob("*/_delta_log")):
-        uri = str(log_dir.parent.resolve())
+    for name in list_tables(warehouse):
+        uri = table_uri(warehouse, name)
         dt = DeltaTable(uri)
         actions = pa.table(dt.get_add_actions(flatten=True))
         count = int(pc.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
-        rows.append({"table": log_dir.parent.name, "version": dt.version(), "rows": count,
+        rows.append({"table": name, "version": dt.version(), "rows": count,
                      "files": actions.num_rows, "path": uri})
     return rows

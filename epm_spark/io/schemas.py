@@ -154,7 +154,7 @@ CANDIDATES = _table(
         ("rank", pa.int32(), "1 = nearest"),
         ("run_id", pa.string(), "the blocking run"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "left_source", "right_source"),
     key=("run_id", "left_source", "left_id", "right_source", "right_id"),
     required=("left_id", "right_id", "left_source", "right_source", "similarity", "rank", "run_id"),
     description="Pairs the blocker lets through to the matcher.",
@@ -181,9 +181,9 @@ MATCHES = _table(
         ("scored_at", TS, "when the pair was scored"),
         ("run_id", pa.string(), "the matching run"),
     ],
-    partition_by=("run_id",),
+    partition_by=("run_id", "left_source", "right_source"),
     key=("run_id", "left_source", "left_id", "right_source", "right_id"),
-    required=("left_id", "right_id", "label", "decided_by", "run_id"),
+    required=("left_id", "right_id", "left_source", "right_source", "label", "decided_by", "run_id"),
     description="One decision per candidate pair.",
 )
 
@@ -260,10 +260,12 @@ TABLES: dict[str, TableSpec] = {
 
 
 def spec(name: str) -> TableSpec:
+    from epm_spark.errors import InputError
+
     try:
         return TABLES[name]
     except KeyError:
-        raise KeyError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
+        raise InputError(f"no table named {name!r}; tables: {', '.join(TABLES)}") from None
 
 
 def check_partition_value(column: str, value: object) -> str:

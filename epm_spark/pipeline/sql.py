@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from epm_spark.config import Settings
@@ -33,8 +32,7 @@ def register_views(spark: SparkSession, settings: Settings) -> list[str]:
         if view.isTemporary and view.name in TABLES:
             spark.catalog.dropTempView(view.name)
     names = []
-    for log_dir in sorted(Path(settings.warehouse).glob("*/_delta_log")):
-        name = log_dir.parent.name
+    for name in delta.list_tables(settings.warehouse):
         delta.read(spark, settings.warehouse, name, engine=settings.delta.engine).createOrReplaceTempView(name)
         names.append(name)
     return names

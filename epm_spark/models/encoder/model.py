@@ -37,7 +37,7 @@ from epm_spark.models.text import listing_text
 from epm_spark.models.weights import PACKAGED_ENCODER, offline, packaged_encoder_dir
 from epm_spark.progress import progress
 
-__all__ = ["DualEncoder", "resolve_backbone", "resolve_device", "resolve_dtype", "ENCODER_CONFIG"]
+__all__ = ["DualEncoder", "encoder_identity", "resolve_backbone", "resolve_device", "resolve_dtype", "ENCODER_CONFIG"]
 
 log = logging.getLogger(__name__)
 
@@ -304,10 +304,7 @@ class DualEncoder(torch.nn.Module):
         self._version = None
 
     def _options(self) -> dict[str, Any]:
-        return {"pooling": self.pooling, "max_length": self.max_length, "causal": self.causal,
-                "query_instruction": self.query_instruction,
-                "text": {"attributes": list(self.text.attributes), "description_chars": self.text.description_chars,
-                         "with_price": self.text.with_price}}
+        return _options(self.pooling, self.max_length, self.causal, self.query_instruction, self.text)
 
     def save(self, folder: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> Path:
         """Write a self-contained model folder: safetensors, tokenizer, configs, optional card.
@@ -328,6 +325,38 @@ class DualEncoder(torch.nn.Module):
         self.name = path.resolve().name
         self._version = f"{self.name}-{_folder_digest(path, self._options())}"
         return path
+
+
+def _options(pooling: str, max_length: int, causal: bool, query_instruction: str,
+             text: TextSettings) -> dict[str, Any]:
+    """What turns a backbone's hidden states into a listing vector (hashed into the model version)."""
+    return {"pooling": pooling, "max_length": max_length, "causal": causal, "query_instruction": query_instruction,
+            "text": {"attributes": list(text.attributes), "description_chars": text.description_chars,
+                     "with_price": text.with_price}}
+
+
+def encoder_identity(backbone: str | os.PathLike[str], settings: EncoderSettings) -> tuple[str, TextSettings]:
+    """The ``model_version`` and text options :meth:`DualEncoder.load` would give, without loading weights.
+
+    The Spark embed job needs both on the driver (to find listings whose vectors are stale)
+    while only the executors load the model.
+    """
+    offline()
+    from transformers import AutoConfig
+
+    path = resolve_backbone(backbone)
+    saved: dict[str, Any] = {}
+    if (path / ENCODER_CONFIG).exists():
+        saved = json.loads((path / ENCODER_CONFIG).read_text(encoding="utf-8"))
+    causal = saved.get("causal", _is_causal(AutoConfig.from_pretrained(path, trust_remote_code=False)))
+    pooling = saved.get("pooling", settings.pooling)
+    if pooling == "auto":
+        pooling = "last_token" if causal else "mean"
+    text = TextSettings(**saved["text"]) if saved.get("text") else settings.text
+    instruction = saved.get("query_instruction", settings.query_instruction) if causal else ""
+    options = _options(pooling, int(saved.get("max_length", settings.max_length)), causal, instruction, text)
+    name = "all-minilm-l6-v2" if str(backbone) == PACKAGED_ENCODER else path.resolve().name
+    return f"{name}-{_folder_digest(path, options)}", text
 
 
 def _folder_digest(path: Path, options: Mapping[str, Any]) -> str:
