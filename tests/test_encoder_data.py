@@ -41,6 +41,7 @@ WDC = pairs([
     ("2", "b", 1, "train_medium", "c2", "c2", False),
     ("3", "a2", 0, "train_medium", "c1", "c1b", False),  # label 0 but cluster c1 offers elsewhere
     ("3", "q", 1, "train_medium", "c1", "c1", False),
+    ("q", "1", 1, "train_medium", "c1", "c1", False),  # offer ids are global: "1" is also a right offer
 ])
 
 
@@ -56,7 +57,8 @@ def test_same_cluster_offers_become_positives_and_hard_negatives_come_first():
     examples = contrastive_examples(WDC)
     got = {(e.anchor[1], e.positive[1]) for e in examples}
     # Offer 3 is in cluster c1 with right offers a and q: both are its positives.
-    assert {("1", "a"), ("1", "q"), ("2", "b"), ("3", "q"), ("3", "a")} <= got
+    assert {("1", "a"), ("1", "q"), ("2", "b"), ("3", "q"), ("3", "a"), ("q", "1")} <= got
+    assert ("1", "1") not in got and ("q", "q") not in got, "an offer is no positive of itself"
     first = next(e for e in examples if e.anchor[1] == "1")
     assert first.negatives == [(R, "b"), (R, "x")], "the hard negative is listed before the random one"
 
@@ -70,13 +72,15 @@ def test_relation_column_marks_substitutes_as_positives():
 
 def test_known_duplicates_cover_labels_and_clusters():
     dup = known_duplicates(WDC)
-    assert dup[(L, "1")] == {(R, "a"), (R, "q")}
-    assert dup[(L, "3")] == {(R, "a"), (R, "q")}
+    # ... but its own offer on the right side stays out of its negatives.
+    assert dup[(L, "1")] == {(R, "a"), (R, "q"), (R, "1")}
+    assert dup[(L, "3")] == {(R, "a"), (R, "q"), (R, "1")}
 
 
 def test_graded_queries_on_wdc_and_on_deepmatcher():
     wdc = {q.query[1]: q.groups for q in graded_queries(WDC)}
     assert wdc["1"] == {2: [(R, "a"), (R, "q")], 1: [(R, "b")], 0: [(R, "x")]}
+    assert wdc["q"] == {2: [(R, "1"), (R, "a")]}, "its cluster mates, not its own offer q"
     # DeepMatcher flags no hard negatives: every labelled non-match came from blocking, so it is hard.
     dm = {q.query[1]: q.groups for q in graded_queries(DEEPMATCHER)}
     assert dm["1"] == {2: [(R, "a")], 1: [(R, "b"), (R, "c")]}

@@ -84,3 +84,21 @@ def test_task_of_a_wdc_benchmark_counts_cluster_mates_and_grades():
     # b shares cluster c1 with query 1 (it was paired with another offer): also a true match.
     assert {corpus_ids[i] for i in task.relevant[0]} == {"a", "b"}
     assert {corpus_ids[i]: g for i, g in task.grades[0].items()} == {"a": 2, "b": 2, "c": 1}
+    assert task.exclude == [set()]
+
+
+def test_a_wdc_offer_is_not_its_own_match():
+    # Offer ids are global in WDC Products: offer 1 is a left offer and, in another pair, a right one.
+    left = listings("w_left", ["1"], ["x"], ["c1"])
+    right = listings("w_right", ["1", "a", "z"], ["x", "x2", "z"], ["c1", "c1", "c9"])
+    pairs = pd.DataFrame({"left_id": ["1", "1", "a"], "right_id": ["a", "z", "1"], "label": [1, 0, 1],
+                          "split": ["test_050un"] * 3, "left_cluster_id": ["c1", "c1", "c1"],
+                          "right_cluster_id": ["c1", "c9", "c1"], "is_hard_negative": [False, True, False]})
+    task = retrieval_task(Benchmark("w", "pairs", left, right, pairs), "test")
+    assert task.relevant == [{1}] and task.exclude == [{0}]
+    # Identical text would put the query's own offer first; it is taken out of the ranking.
+    vectors = np.array([[1.0, 0.0], [1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)
+    m = retrieval_metrics(vectors[:1], vectors[1:], task.relevant, task.grades, ks=(1,), exclude=task.exclude)
+    assert m["recall@1"] == 1.0 and m["mrr"] == 1.0
+    without = retrieval_metrics(vectors[:1], vectors[1:], task.relevant, task.grades, ks=(1,))
+    assert without["recall@1"] == 0.0 and without["mrr"] == pytest.approx(0.5)

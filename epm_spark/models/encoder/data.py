@@ -96,8 +96,12 @@ def hard_negative_flags(frame: pd.DataFrame) -> np.ndarray:
     return frame["is_hard_negative"].eq(True).fillna(False).to_numpy(dtype=bool)
 
 
-def _cluster_positives(frame: pd.DataFrame) -> set[tuple[Key, Key]]:
-    """(left, right) offers that share a cluster id across the split's pairs, at most a few per left offer."""
+def _cluster_positives(frame: pd.DataFrame, include_self: bool = False) -> set[tuple[Key, Key]]:
+    """(left, right) offers that share a cluster id across the split's pairs, at most a few per left offer.
+
+    WDC offers keep one id on both sides: an offer is no positive of itself, but it is a
+    duplicate to keep out of its own negatives (``include_self``).
+    """
     if "left_cluster_id" not in frame or "right_cluster_id" not in frame:
         return set()
     left = {k: c for k, c in zip(_keys(frame, "left"), frame["left_cluster_id"]) if isinstance(c, str) and c}
@@ -107,7 +111,8 @@ def _cluster_positives(frame: pd.DataFrame) -> set[tuple[Key, Key]]:
             right_by_cluster[c].append(k)
     out = set()
     for anchor, cluster in left.items():
-        for right in right_by_cluster.get(cluster, [])[:MAX_CLUSTER_POSITIVES]:
+        mates = [r for r in right_by_cluster.get(cluster, []) if include_self or r[1] != anchor[1]]
+        for right in mates[:MAX_CLUSTER_POSITIVES]:
             out.add((anchor, right))
     return out
 
@@ -119,7 +124,7 @@ def known_duplicates(pairs: pd.DataFrame, splits: Iterable[str] = TRAIN_SPLITS) 
     for (left, right), positive in zip(zip(_keys(frame, "left"), _keys(frame, "right")), _is_positive(frame)):
         if positive:
             dup[left].add(right)
-    for left, right in _cluster_positives(frame):
+    for left, right in _cluster_positives(frame, include_self=True):
         dup[left].add(right)
     return dict(dup)
 

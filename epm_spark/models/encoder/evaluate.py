@@ -13,7 +13,8 @@ offers for WDC Products) by cosine similarity and ask where the first true match
 * ``ndcg@10`` where grades exist (WDC Products: same cluster 2 > hard negative 1 > other 0).
 
 True matches are the split's label-1 pairs plus, where offers carry cluster ids, every
-corpus offer of the query's cluster. Exact search (a matrix product in torch), so this
+corpus offer of the query's cluster; WDC Products offers keep one id on both sides, so the
+query's own offer is taken out of its ranking (it is no match of itself). Exact search (a matrix product in torch), so this
 runs without faiss.
 """
 
@@ -38,14 +39,19 @@ GRADE_MATCH, GRADE_HARD = 2, 1
 
 
 class RetrievalTask:
-    """Queries, corpus and relevance of one benchmark split, as row positions."""
+    """Queries, corpus and relevance of one benchmark split, as row positions.
+
+    ``exclude`` holds, per query, corpus rows that are the query's own offer: WDC Products
+    offers keep one global id and appear on both sides, and an offer is no match of itself.
+    """
 
     def __init__(self, queries: pd.DataFrame, corpus: pd.DataFrame, relevant: list[set[int]],
-                 grades: list[dict[int, int]] | None) -> None:
+                 grades: list[dict[int, int]] | None, exclude: list[set[int]] | None = None) -> None:
         self.queries = queries
         self.corpus = corpus
         self.relevant = relevant
         self.grades = grades
+        self.exclude = exclude
 
 
 def _cluster(listing_attributes: Any) -> str | None:
@@ -83,19 +89,29 @@ def retrieval_task(bench: Benchmark, split: str) -> RetrievalTask:
             c = _cluster(attrs)
             if c is not None and lid in relevant:
                 relevant[lid] |= by_cluster.get(c, set())
+    exclude: list[set[int]] | None = None
+    if bench.layout == "pairs":
+        own = {lid: {right_pos[lid]} for lid in relevant if lid in right_pos}
+        relevant = {lid: rel - own.get(lid, set()) for lid, rel in relevant.items()}
+        relevant = {lid: rel for lid, rel in relevant.items() if rel}
     queries = left[left["product_id"].astype(str).isin(relevant)].reset_index(drop=True)
     ids = queries["product_id"].astype(str).tolist()
     rel = [relevant[i] for i in ids]
     grades = None
     if clusters:
         grades = [{**{j: GRADE_HARD for j in hard[i]}, **{j: GRADE_MATCH for j in relevant[i]}} for i in ids]
-    return RetrievalTask(queries, right, rel, grades)
+    if bench.layout == "pairs":
+        exclude = [own.get(i, set()) for i in ids]
+    return RetrievalTask(queries, right, rel, grades, exclude)
 
 
 def retrieval_metrics(query_vectors: np.ndarray, corpus_vectors: np.ndarray, relevant: Sequence[set[int]],
                       grades: Sequence[Mapping[int, int]] | None = None, ks: Sequence[int] = DEFAULT_KS,
-                      chunk: int = 1024) -> dict[str, float]:
-    """Recall@k, pair recall@k, MRR, reduction ratio@k and (with grades) NDCG@10 of exact search."""
+                      chunk: int = 1024, exclude: Sequence[set[int]] | None = None) -> dict[str, float]:
+    """Recall@k, pair recall@k, MRR, reduction ratio@k and (with grades) NDCG@10 of exact search.
+
+    Corpus rows in ``exclude[i]`` are never retrieved for query i.
+    """
     if len(query_vectors) != len(relevant):
         raise ValueError(f"{len(query_vectors)} query vectors but {len(relevant)} relevance sets")
     n_queries, n_corpus = len(relevant), len(corpus_vectors)
@@ -113,6 +129,10 @@ def retrieval_metrics(query_vectors: np.ndarray, corpus_vectors: np.ndarray, rel
     for start in range(0, n_queries, chunk):
         q = torch.from_numpy(np.ascontiguousarray(query_vectors[start:start + chunk], dtype=np.float32))
         scores = q @ corpus.T
+        if exclude is not None:
+            for row in range(scores.size(0)):
+                if exclude[start + row]:
+                    scores[row, list(exclude[start + row])] = float("-inf")
         ranked = torch.topk(scores, top, dim=1).indices.numpy()
         for row, order in enumerate(ranked):
             i = start + row
@@ -151,6 +171,6 @@ def evaluate_retrieval(encoder: Any, bench: Benchmark, split: str = "test", ks: 
     task = retrieval_task(bench, split)
     queries = encoder.encode_listings(task.queries, batch_size, query=True)
     corpus = encoder.encode_listings(task.corpus, batch_size)
-    metrics = retrieval_metrics(queries, corpus, task.relevant, task.grades, ks)
+    metrics = retrieval_metrics(queries, corpus, task.relevant, task.grades, ks, exclude=task.exclude)
     return {"benchmark": bench.name, "split": bench.resolve_split(split), "model_version": encoder.model_version,
             **metrics}
