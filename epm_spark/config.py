@@ -215,6 +215,27 @@ class PriceMatchSettings:
 
 
 @dataclass
+class DemoSettings:
+    """`make demo`: the catalog sizes and the budget of the small matcher it trains on first run."""
+
+    products: int = 200
+    competitors: int = 2
+    k: int = 5
+    # The small matcher trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark).
+    sft_steps: int = 60
+    sft_examples: int = 480
+    rl_steps: int = 4
+    rl_examples: int = 32
+
+    def __post_init__(self) -> None:
+        _positive(self, "products", "k", "sft_steps", "sft_examples")
+        if self.competitors < 1:
+            raise ConfigError("competitors must be >= 1: price matching needs a competitor")
+        if self.rl_steps < 0 or self.rl_examples < 0:
+            raise ConfigError("rl_steps and rl_examples must be >= 0")
+
+
+@dataclass
 class Settings:
     """The root of ``conf/*.yaml``: one section per concern."""
 
@@ -230,6 +251,7 @@ class Settings:
     block: BlockSettings = field(default_factory=BlockSettings)
     match: MatchSettings = field(default_factory=MatchSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
+    demo: DemoSettings = field(default_factory=DemoSettings)
     price_match: PriceMatchSettings = field(default_factory=PriceMatchSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
 
@@ -309,6 +331,12 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads 2e-5 (no dot) as text; it is still a number.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"setting '{key}' expects a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):

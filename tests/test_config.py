@@ -18,6 +18,7 @@ def test_overrides_are_typed_from_their_text():
     assert s.ingest.max_quarantine_share == 0.25
     assert s.spark.ui_enabled is False
     assert s.spark.conf == {"spark.foo": "bar"}
+    assert load_settings(overrides=["encoder.contrastive.lr=2e-5"]).encoder.contrastive.lr == 2e-5
 
 
 def test_unknown_key_is_an_error_that_names_it():
