@@ -153,15 +153,21 @@ class MatchSettings:
     model: str | None = None
     # Pairs less similar than this are no_match without the model (None: every pair goes to the model).
     similarity_floor: float | None = 0.35
-    # P(match) in [low, high] gets the full explained decision.
-    uncertainty_band: list[float] = field(default_factory=lambda: [0.3, 0.7])
+    # The uncertainty band: P(match) within this distance of the decision threshold gets the full
+    # explained decision (generation), the rest keep the label mode's one-forward-pass decision.
+    uncertainty_margin: float = 0.15
     explain: Literal["band", "all", "none"] = "band"
+    # At most this many explained pairs per batch of a task (the ones nearest the threshold first);
+    # None explains the whole band. Generation dominates cost on CPU.
+    max_explain_per_batch: int | None = None
     # None: the threshold tuned on validation and stored with the model.
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if len(self.uncertainty_band) != 2 or not 0.0 <= self.uncertainty_band[0] <= self.uncertainty_band[1] <= 1.0:
-            raise ConfigError("uncertainty_band must be [low, high] with 0 <= low <= high <= 1")
+        if not 0.0 <= self.uncertainty_margin <= 1.0:
+            raise ConfigError("uncertainty_margin must be between 0 and 1")
+        if self.max_explain_per_batch is not None and self.max_explain_per_batch < 0:
+            raise ConfigError("max_explain_per_batch must be >= 0")
         if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
             raise ConfigError("similarity_floor must be between -1 and 1")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
@@ -226,6 +232,8 @@ class DemoSettings:
     sft_examples: int = 480
     rl_steps: int = 4
     rl_examples: int = 32
+    # Generated (explained) decisions per batch: generation is what costs on a CPU.
+    max_explain_per_batch: int = 2
 
     def __post_init__(self) -> None:
         _positive(self, "products", "k", "sft_steps", "sft_examples")

@@ -1,17 +1,23 @@
-"""``make demo``: the nightly run on the embedded default, end to end on this machine.
+"""``make demo``: the whole nightly run on the embedded default, on this machine.
 
-    python -m epm_spark.demo [--warehouse DIR] [--products N] [--competitors M]
+    python -m epm_spark.demo [--warehouse DIR] [--products N] [--competitors M] [--retrain]
 
-Generates our catalog and the competitors' as export files, ingests each the way a
-user would (with ``--map`` for the shop whose export speaks German), then prints a
-summary from SQL, where the tables are, and example queries to try.
+1. generate our catalog and competitors' catalogs as export files (with ground truth);
+2. ingest each the way a user would (``--map`` for the shop whose export speaks German);
+3. on the first run only, train a small matcher through the real jobs (``teach`` with the
+   offline agentic teacher, ``train-matcher --stage sft``, then ``--stage rl``) on the
+   synthetic labelled pairs, and cache it;
+4. embed, block, match, dedup and price-match, as the nightly batch does;
+5. print a summary, where the tables are, and queries to try.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,69 +33,149 @@ EXPORT_MAPS = {
                      "category": "kategorie", "description": "beschreibung"},
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
+# Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
+DEMO_MATCHER_RECIPE = 1
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
-    "SELECT substring_index(reason, ':', 1) AS rule, count(*) AS n FROM products_quarantine GROUP BY 1 ORDER BY n DESC",
-    "SELECT category, count(*) AS n FROM products WHERE source = 'ours' GROUP BY category ORDER BY n DESC LIMIT 5",
+    "SELECT our_title, competitor_source, our_price, competitor_price, percent FROM price_comparisons "
+    "WHERE percent < 0 ORDER BY percent LIMIT 10",
+    "SELECT cluster_id, cluster_size, collect_list(product_id) AS listings FROM clusters WHERE cluster_size > 1 "
+    "GROUP BY cluster_id, cluster_size ORDER BY cluster_size DESC LIMIT 10",
 ]
 
 
-def _step(title: str):
+def _header(title: str) -> None:
     print(f"\n== {title}", flush=True)
-    return time.monotonic()
 
 
-def run_demo(settings: Settings, *, products: int | None = None, competitors: int | None = None) -> dict:
+def demo_matcher_dir(settings: Settings) -> Path:
+    from epm_spark.models.weights import cache_dir
+
+    d = settings.demo
+    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{Path(str(settings.matcher.student)).name}"
+                                           f"-sft{d.sft_steps}x{d.sft_examples}-rl{d.rl_steps}x{d.rl_examples}")
+
+
+def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = False) -> Path:
+    """The cached demo matcher; trained through ``teach`` and ``train-matcher`` when there is none."""
+    from epm_spark.models.matcher.jobs import teach
+    from epm_spark.models.matcher.model_folder import is_model_folder
+    from epm_spark.pipeline.train_matcher import train_matcher
+
+    final = demo_matcher_dir(settings)
+    if is_model_folder(final) and not retrain:
+        print(f"using the cached demo matcher {final}")
+        return final
+    d = settings.demo
+    print(f"no trained matcher yet: training a small one on the synthetic labelled pairs (first run only;\n"
+          f"SFT {d.sft_steps} steps on up to {d.sft_examples} teacher decisions, then RL {d.rl_steps} steps), "
+          f"cached in {final}", flush=True)
+    work = final.with_name(final.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    local = dataclasses.replace(settings, matcher=dataclasses.replace(settings.matcher, models_dir=str(work)))
+    t = time.monotonic()
+    report = teach(local, benchmark="synthetic", split="train", kind="agentic", run_id=run_id)
+    print(report.summary() if hasattr(report, "summary") else report, flush=True)
+    _, sft = train_matcher(local, stage="sft", benchmarks=["synthetic"], out=str(work / "sft"),
+                           max_steps=d.sft_steps, max_examples=d.sft_examples)
+    print(f"SFT model: {sft} ({time.monotonic() - t:.0f} s so far)", flush=True)
+    model = sft
+    if d.rl_steps:
+        _, model = train_matcher(local, stage="rl", benchmarks=["synthetic"], init=str(sft), out=str(work / "rl"),
+                                 max_steps=d.rl_steps, max_examples=d.rl_examples)
+        print(f"RL model: {model} ({time.monotonic() - t:.0f} s so far)", flush=True)
+    shutil.rmtree(final, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # The cache holds the last stage only, under its final name once complete.
+    shutil.move(str(model), str(final))
+    shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
+def run_demo(settings: Settings, *, products: int | None = None, competitors: int | None = None,
+             retrain: bool = False) -> dict:
+    from epm_spark.io.delta import describe_warehouse
     from epm_spark.pipeline.generate import generate
     from epm_spark.pipeline.ingest import ingest
+    from epm_spark.pipeline.nightly import Export, run_nightly
     from epm_spark.pipeline.sql import run_sql
     from epm_spark.spark import get_spark
 
     run_id = default_run_id()
+    settings.block.k = settings.demo.k
+    settings.match.max_explain_per_batch = settings.demo.max_explain_per_batch
     timings: dict[str, float] = {}
+    start = time.monotonic()
 
-    t = _step("1/3 generate synthetic catalog exports (ours + competitors, with ground truth)")
-    report = generate(settings, products=products, competitors=competitors)
+    _header("1/5 generate synthetic catalog exports (ours + competitors, with ground truth)")
+    report = generate(settings, products=products or settings.demo.products,
+                      competitors=competitors or settings.demo.competitors)
     print(report.summary())
-    timings["generate"] = time.monotonic() - t
+    exports = {source: Export(str(path), EXPORT_MAPS.get(source), EXPORT_CURRENCY.get(source))
+               for source, path in report.files.items()}
 
     spark = get_spark(settings)
-    t = _step("2/3 ingest every export into products (bad rows into products_quarantine)")
-    for source, path in report.files.items():
-        settings.ingest.default_currency = EXPORT_CURRENCY.get(source)
-        result = ingest(spark, settings, input_path=str(path), source=source,
-                        column_map=EXPORT_MAPS.get(source), run_id=run_id)
-        print(result.summary())
+    _header("2/5 ingest every export into products (bad rows into products_quarantine)")
+    t = time.monotonic()
+    default_currency = settings.ingest.default_currency
+    for source, export in exports.items():
+        settings.ingest.default_currency = export.currency
+        print(ingest(spark, settings, input_path=export.path, source=source, column_map=export.column_map,
+                     run_id=run_id).summary())
+    settings.ingest.default_currency = default_currency
     timings["ingest"] = time.monotonic() - t
 
-    t = _step("3/3 summary from SQL")
-    out = io.StringIO()
-    run_sql(spark, settings, EXAMPLE_QUERIES[0], out=out)
-    print(out.getvalue(), end="")
-    timings["sql"] = time.monotonic() - t
+    _header("3/5 the matcher")
+    t = time.monotonic()
+    model = settings.match.model or str(ensure_demo_matcher(settings, run_id, retrain=retrain))
+    timings["matcher"] = time.monotonic() - t
 
+    _header("4/5 nightly batch: embed, block, match, dedup, price-match")
+    t = time.monotonic()
+    night = run_nightly(spark, settings, exports=exports, ours="ours", run_id=run_id, model=model,
+                        ingest_exports=False)
+    timings.update({k: v for k, v in night.seconds.items()})
+    timings["nightly"] = time.monotonic() - t
+
+    _header("5/5 summary")
+    for q in (EXAMPLE_QUERIES[0],):
+        out = io.StringIO()
+        run_sql(spark, settings, q, out=out)
+        print(out.getvalue(), end="")
+    price = night.reports.get("price-match")
+    if price is not None:
+        print(price.summary())
     print(f"\nwarehouse: {Path(settings.warehouse).resolve()}")
-    from epm_spark.io.delta import describe_warehouse
-
     for row in describe_warehouse(settings.warehouse):
         print(f"  {row['table']:<22} {row['rows']:>8,} rows  version {row['version']}")
     print("\ntry:")
     for q in EXAMPLE_QUERIES:
         print(f'  .venv/bin/epm-spark sql "{q}"')
-    print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("  notebooks/price_gaps.ipynb and notebooks/cluster_review.ipynb read this warehouse")
+    total = time.monotonic() - start
+    print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
     return timings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m epm_spark.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--warehouse", default=None)
+    parser.add_argument("--conf", default=None)
     parser.add_argument("--products", type=int, default=None)
     parser.add_argument("--competitors", type=int, default=None)
+    parser.add_argument("--retrain", action="store_true", help="train the demo matcher again")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     setup_logging()
-    settings = load_settings(warehouse=args.warehouse)
-    run_demo(settings, products=args.products, competitors=args.competitors)
+    from epm_spark.errors import EpmError
+
+    try:
+        settings = load_settings(args.conf, args.overrides, warehouse=args.warehouse)
+        run_demo(settings, products=args.products, competitors=args.competitors, retrain=args.retrain)
+    except EpmError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -43,7 +43,7 @@ def night(tmp_path_factory, tiny_student):
 
     settings = load_settings(overrides=["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2",
                                         "dedup.max_cluster_size=3", "match.explain=band",
-                                        "match.uncertainty_band=[0.49,0.51]", "matcher.inference.max_new_tokens=24"],
+                                        "match.uncertainty_margin=0.02", "match.max_explain_per_batch=2", "matcher.inference.max_new_tokens=24"],
                              warehouse=str(root / "warehouse"))
     settings.encoder.backbone = tiny_encoder(root / "encoder")
     report = generate(settings, out=str(root / "exports1"), products=30, competitors=1, seed=3)

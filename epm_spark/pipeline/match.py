@@ -4,8 +4,10 @@
    decided ``no_match`` without the model.
 2. **label**: every other pair gets the student's P(match) from one forward pass (no
    generation) and is a match when it reaches the model's tuned threshold.
-3. **explain**: pairs whose P(match) falls in ``match.uncertainty_band`` (or all pairs,
-   with ``--explain all``) get the full structured decision generated; its label wins. A
+3. **explain**: pairs whose P(match) is within ``match.uncertainty_margin`` of the threshold
+   (or all pairs, with ``--explain all``) get the full structured decision generated; its label
+   wins. ``match.max_explain_per_batch`` caps how many per batch, nearest the threshold first;
+   the others keep step 2's decision. A
    generation that fails the schema is retried once (by the matcher) and then recorded
    with ``format_valid = false``, its raw text, and the label of step 2.
 
@@ -132,7 +134,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
         pairs = pairs.join(listing, [f"{side}_source", f"{side}_id"], "left")
 
     floor = cfg.similarity_floor
-    low, high = cfg.uncertainty_band
+    margin, cap = cfg.uncertainty_margin, cfg.max_explain_per_batch
     threshold_override = cfg.threshold
     inference = settings.matcher.inference
     scored_at = pd.Timestamp.now(tz="UTC")
@@ -157,9 +159,11 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
             if explain == "all":
                 chosen = list(range(len(pdf)))
             elif explain == "band":
-                chosen = [i for i, p in enumerate(probs) if low <= p <= high]
+                chosen = [i for i, p in enumerate(probs) if abs(p - threshold) <= margin]
             else:
                 chosen = []
+            if cap is not None and len(chosen) > cap:
+                chosen = sorted(sorted(chosen, key=lambda i: abs(probs[i] - threshold))[:cap])
             if chosen:
                 for i, e in zip(chosen, matcher.explain(pdf.iloc[chosen].reset_index(drop=True))):
                     cols = _decision_columns(e)

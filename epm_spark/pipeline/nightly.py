@@ -51,8 +51,11 @@ class NightlyReport:
 
 
 def run_nightly(spark: SparkSession, settings: Settings, *, exports: dict[str, Export], ours: str, run_id: str,
-                model: str | None = None, explain: str | None = None) -> NightlyReport:
-    """Run every nightly job for our catalog ``ours`` and the competitor catalogs among ``exports``."""
+                model: str | None = None, explain: str | None = None, ingest_exports: bool = True) -> NightlyReport:
+    """Run every nightly job for our catalog ``ours`` and the competitor catalogs among ``exports``.
+
+    ``ingest_exports=False`` starts at ``embed`` (the exports were ingested for this run already).
+    """
     from epm_spark.pipeline.block import block
     from epm_spark.pipeline.dedup import dedup
     from epm_spark.pipeline.embed import embed
@@ -76,7 +79,7 @@ def run_nightly(spark: SparkSession, settings: Settings, *, exports: dict[str, E
 
     default_currency = settings.ingest.default_currency
     try:
-        for source, export in exports.items():
+        for source, export in exports.items() if ingest_exports else ():
             settings.ingest.default_currency = export.currency or default_currency
             step(f"ingest {source}", ingest, spark, settings, input_path=export.path, source=source,
                  column_map=export.column_map, run_id=run_id)
