@@ -541,6 +541,41 @@ def _evaluate_blocking(evaluations) -> None:
 EVALUATIONS.append(_evaluate_blocking)
 
 
+def _evaluate_pipeline(evaluations) -> None:
+    p = evaluations.add_parser("pipeline", help="embed + block + match end to end: completeness, P/R/F1, stage times")
+    p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    p.add_argument("--encoder", default=None, help="encoder folder (default: encoder.backbone)")
+    p.add_argument("--model", default=None, help="matcher model folder (default: match.model)")
+    p.add_argument("--explain", choices=["band", "all", "none"], default="none",
+                   help="explain mode for the matcher (default: none, label mode only)")
+    p.add_argument("--queries", type=int, default=None,
+                   help="a random sample of N left listings of the split (default: all of them)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
+    p.add_argument("--keep", default=None, metavar="DIR", help="keep the scratch warehouse in DIR")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline
+
+        result = evaluate_pipeline(_spark(settings), settings, benchmark=args.benchmark, split=args.split, k=args.k,
+                                   encoder=args.encoder, matcher=args.model, explain=args.explain,
+                                   queries=args.queries, seed=args.seed, keep=args.keep)
+        if args.json:
+            _print_json(result)
+        else:
+            for key, value in result.items():
+                print(f"{key:<26} {value}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_pipeline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="epm-spark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

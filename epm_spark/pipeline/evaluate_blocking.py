@@ -15,18 +15,37 @@ import logging
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
 from epm_spark.config import Settings
 from epm_spark.io import delta
-from epm_spark.io.benchmarks import load_benchmark
+from epm_spark.io.benchmarks import Benchmark, load_benchmark
 
-__all__ = ["evaluate_blocking"]
+__all__ = ["evaluate_blocking", "scratch_benchmark"]
 
 log = logging.getLogger(__name__)
+
+
+@contextmanager
+def scratch_benchmark(settings: Settings, bench: Benchmark, left: pd.DataFrame, right: pd.DataFrame, *,
+                      keep: str | None = None) -> Iterator[Settings]:
+    """Settings pointing at a scratch warehouse whose ``products`` hold these listings (removed after)."""
+    scratch = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="epm-eval-"))
+    local = dataclasses.replace(settings, warehouse=str(scratch / "warehouse"),
+                                block=dataclasses.replace(settings.block, index_dir=str(scratch / "indexes")))
+    try:
+        now = pd.Timestamp.now(tz="UTC")
+        for side, source in ((left, bench.left_source), (right, bench.right_source)):
+            delta.write_pandas(local.warehouse, "products", side.assign(ingested_at=now, run_id="eval"), "replace",
+                               partition={"source": source})
+        yield local
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int], split: str = "test",
@@ -38,15 +57,8 @@ def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int
     pairs = bench.split_pairs(split)
     left, right = bench.corpus(split)
     truth = set(zip(pairs.loc[pairs.label == 1, "left_id"], pairs.loc[pairs.label == 1, "right_id"]))
-    scratch = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="epm-eval-blocking-"))
-    local = dataclasses.replace(settings, warehouse=str(scratch / "warehouse"),
-                                block=dataclasses.replace(settings.block, index_dir=str(scratch / "indexes")))
     timings: dict[str, float] = {}
-    try:
-        now = pd.Timestamp.now(tz="UTC")
-        for side in (left, right):
-            delta.write_pandas(local.warehouse, "products", side.assign(ingested_at=now, run_id="eval"), "replace",
-                               partition={"source": side["source"].iloc[0]})
+    with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
         t = time.monotonic()
         report = embed(spark, local, sources=[bench.left_source, bench.right_source], run_id="eval", model=model)
         timings["embed_s"] = round(time.monotonic() - t, 2)
@@ -54,9 +66,6 @@ def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int
         blocked = block(spark, local, left=bench.left_source, right=bench.right_source, k=max(ks), run_id="eval")
         timings["block_s"] = round(time.monotonic() - t, 2)
         cands = delta.read_pandas(local.warehouse, "candidates", columns=["left_id", "right_id", "rank"])
-    finally:
-        if not keep:
-            shutil.rmtree(scratch, ignore_errors=True)
     all_pairs = len(left) * len(right)
     result: dict[str, Any] = {
         "benchmark": bench.name, "split": bench.resolve_split(split), "model_version": report.model_version,

@@ -1,0 +1,102 @@
+"""``epm-spark evaluate pipeline``: blocking and matching end to end, through the Spark jobs.
+
+The split's listings go into a scratch warehouse as two sources, then the real ``embed``,
+``block`` and ``match`` jobs run, and the decisions are scored against every match the
+benchmark knows:
+
+* tables layout (DeepMatcher): the labelled matches of all splits; the right side is the
+  whole right table, as in a nightly run against a competitor's catalog;
+* pairs layout (WDC Products): two offers match when they share a product cluster.
+
+A match the blocking step missed is a false negative of the pipeline, so recall here is
+pair completeness times the matcher's recall on the candidates. ``queries`` restricts the
+left side to a sample of the split's left listings, which keeps a CPU run short; the
+report says how many were used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from epm_spark.config import Settings
+from epm_spark.io import delta
+from epm_spark.io.benchmarks import Benchmark, load_benchmark
+from epm_spark.pipeline.evaluate_blocking import scratch_benchmark
+
+__all__ = ["evaluate_pipeline", "true_matches"]
+
+log = logging.getLogger(__name__)
+
+
+def true_matches(bench: Benchmark, left_ids: set[str], right_ids: set[str]) -> set[tuple[str, str]]:
+    """Every (left_id, right_id) among these listings that the benchmark says is the same product."""
+    pairs = bench.pairs
+    if bench.layout == "pairs" and pairs["left_cluster_id"].notna().any():
+        left_cluster = dict(zip(pairs["left_id"], pairs["left_cluster_id"]))
+        right_cluster = dict(zip(pairs["right_id"], pairs["right_cluster_id"]))
+        by_cluster: dict[Any, list[str]] = {}
+        for rid in right_ids:
+            if right_cluster.get(rid) is not None:
+                by_cluster.setdefault(right_cluster[rid], []).append(rid)
+        return {(lid, rid) for lid in left_ids for rid in by_cluster.get(left_cluster.get(lid), [])}
+    positives = pairs[pairs["label"] == 1]
+    return {(lid, rid) for lid, rid in zip(positives["left_id"], positives["right_id"])
+            if lid in left_ids and rid in right_ids}
+
+
+def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str = "test", k: int | None = None,
+                      encoder: str | None = None, matcher: str | None = None, explain: str = "none",
+                      queries: int | None = None, seed: int = 0, keep: str | None = None) -> dict[str, Any]:
+    from epm_spark.pipeline.block import block
+    from epm_spark.pipeline.embed import embed
+    from epm_spark.pipeline.match import match, resolve_matcher_model
+
+    matcher = resolve_matcher_model(settings, matcher)
+    bench = load_benchmark(benchmark)
+    pairs = bench.split_pairs(split)
+    left, right = bench.corpus(split)
+    left = left[left["product_id"].isin(pairs["left_id"])]
+    if queries is not None and queries < len(left):
+        left = left.sample(n=queries, random_state=seed)
+    k = k or settings.block.k
+    truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
+    timings: dict[str, float] = {}
+    with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
+        t = time.monotonic()
+        embedded = embed(spark, local, sources=[bench.left_source, bench.right_source], run_id="eval", model=encoder)
+        timings["embed_s"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        blocked = block(spark, local, left=bench.left_source, right=bench.right_source, k=k, run_id="eval")
+        timings["block_s"] = round(time.monotonic() - t, 2)
+        t = time.monotonic()
+        local = dataclasses.replace(local, match=dataclasses.replace(local.match, explain=explain))
+        matched = match(spark, local, left=bench.left_source, right=bench.right_source, run_id="eval",
+                        model=matcher)
+        timings["match_s"] = round(time.monotonic() - t, 2)
+        decisions = delta.read_pandas(local.warehouse, "matches", columns=["left_id", "right_id", "label"])
+    candidates = set(zip(decisions["left_id"], decisions["right_id"]))
+    accepted = decisions[decisions["label"] == "match"]
+    predicted = set(zip(accepted["left_id"], accepted["right_id"]))
+    tp = len(predicted & truth)
+    precision = tp / len(predicted) if predicted else 0.0
+    recall = tp / len(truth) if truth else 0.0
+    total_s = sum(timings.values())
+    result: dict[str, Any] = {
+        "benchmark": bench.name, "split": bench.resolve_split(split), "k": k,
+        "encoder": embedded.model_version, "matcher": matcher, "explain": explain,
+        "left_listings": len(left), "right_listings": len(right), "true_matches": len(truth),
+        "candidates": len(candidates), "pair_completeness": round(len(truth & candidates) / len(truth), 4)
+        if truth else None,
+        "decided_by": matched.decided_by, "predicted_matches": len(predicted),
+        "precision": round(precision, 4), "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / (precision + recall), 4) if tp else 0.0,
+        "index_kind": blocked.index_kind, **timings, "total_s": round(total_s, 2),
+        "candidates_per_s_matched": round(len(candidates) / timings["match_s"], 2) if timings["match_s"] else None,
+    }
+    log.info("pipeline on %s/%s: %s", bench.name, split, result)
+    return result
