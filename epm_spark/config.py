@@ -224,16 +224,16 @@ class PriceMatchSettings:
 class DemoSettings:
     """`make demo`: the catalog sizes and the budget of the small matcher it trains on first run."""
 
-    products: int = 200
+    products: int = 100
     competitors: int = 2
-    k: int = 5
+    k: int = 3
     # The small matcher trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark).
-    sft_steps: int = 60
-    sft_examples: int = 480
-    rl_steps: int = 4
-    rl_examples: int = 32
+    sft_steps: int = 24
+    sft_examples: int = 192
+    rl_steps: int = 2
+    rl_examples: int = 16
     # Generated (explained) decisions per batch: generation is what costs on a CPU.
-    max_explain_per_batch: int = 2
+    max_explain_per_batch: int = 1
 
     def __post_init__(self) -> None:
         _positive(self, "products", "k", "sft_steps", "sft_examples")
