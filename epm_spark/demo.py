@@ -53,7 +53,8 @@ def demo_matcher_dir(settings: Settings) -> Path:
     from epm_spark.models.weights import cache_dir
 
     d = settings.demo
-    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{Path(str(settings.matcher.student)).name}"
+    student = Path(str(settings.matcher.student)).name.replace(":", "-")
+    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{student}"
                                            f"-sft{d.sft_steps}x{d.sft_examples}-rl{d.rl_steps}x{d.rl_examples}")
 
 

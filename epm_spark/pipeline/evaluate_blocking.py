@@ -25,7 +25,7 @@ from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark
 
-__all__ = ["evaluate_blocking", "scratch_benchmark"]
+__all__ = ["evaluate_blocking", "scratch_benchmark", "embed_and_block"]
 
 log = logging.getLogger(__name__)
 
@@ -48,23 +48,30 @@ def scratch_benchmark(settings: Settings, bench: Benchmark, left: pd.DataFrame, 
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int], split: str = "test",
-                      model: str | None = None, keep: str | None = None) -> dict[str, Any]:
+def embed_and_block(spark, local: Settings, bench: Benchmark, *, k: int, model: str | None,
+                    timings: dict[str, float]):
+    """Run the real embed and block jobs on the scratch warehouse's two sources; their reports."""
     from epm_spark.pipeline.block import block
     from epm_spark.pipeline.embed import embed
 
+    t = time.monotonic()
+    embedded = embed(spark, local, sources=[bench.left_source, bench.right_source], run_id="eval", model=model)
+    timings["embed_s"] = round(time.monotonic() - t, 2)
+    t = time.monotonic()
+    blocked = block(spark, local, left=bench.left_source, right=bench.right_source, k=k, run_id="eval")
+    timings["block_s"] = round(time.monotonic() - t, 2)
+    return embedded, blocked
+
+
+def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int], split: str = "test",
+                      model: str | None = None, keep: str | None = None) -> dict[str, Any]:
     bench = load_benchmark(benchmark)
     pairs = bench.split_pairs(split)
     left, right = bench.corpus(split)
     truth = set(zip(pairs.loc[pairs.label == 1, "left_id"], pairs.loc[pairs.label == 1, "right_id"]))
     timings: dict[str, float] = {}
     with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
-        t = time.monotonic()
-        report = embed(spark, local, sources=[bench.left_source, bench.right_source], run_id="eval", model=model)
-        timings["embed_s"] = round(time.monotonic() - t, 2)
-        t = time.monotonic()
-        blocked = block(spark, local, left=bench.left_source, right=bench.right_source, k=max(ks), run_id="eval")
-        timings["block_s"] = round(time.monotonic() - t, 2)
+        report, blocked = embed_and_block(spark, local, bench, k=max(ks), model=model, timings=timings)
         cands = delta.read_pandas(local.warehouse, "candidates", columns=["left_id", "right_id", "rank"])
     all_pairs = len(left) * len(right)
     result: dict[str, Any] = {

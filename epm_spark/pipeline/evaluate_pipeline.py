@@ -26,7 +26,7 @@ import pandas as pd
 from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark
-from epm_spark.pipeline.evaluate_blocking import scratch_benchmark
+from epm_spark.pipeline.evaluate_blocking import embed_and_block, scratch_benchmark
 
 __all__ = ["evaluate_pipeline", "true_matches"]
 
@@ -52,8 +52,6 @@ def true_matches(bench: Benchmark, left_ids: set[str], right_ids: set[str]) -> s
 def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str = "test", k: int | None = None,
                       encoder: str | None = None, matcher: str | None = None, explain: str = "none",
                       queries: int | None = None, seed: int = 0, keep: str | None = None) -> dict[str, Any]:
-    from epm_spark.pipeline.block import block
-    from epm_spark.pipeline.embed import embed
     from epm_spark.pipeline.match import match, resolve_matcher_model
 
     matcher = resolve_matcher_model(settings, matcher)
@@ -67,12 +65,7 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
     truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
     timings: dict[str, float] = {}
     with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
-        t = time.monotonic()
-        embedded = embed(spark, local, sources=[bench.left_source, bench.right_source], run_id="eval", model=encoder)
-        timings["embed_s"] = round(time.monotonic() - t, 2)
-        t = time.monotonic()
-        blocked = block(spark, local, left=bench.left_source, right=bench.right_source, k=k, run_id="eval")
-        timings["block_s"] = round(time.monotonic() - t, 2)
+        embedded, blocked = embed_and_block(spark, local, bench, k=k, model=encoder, timings=timings)
         t = time.monotonic()
         local = dataclasses.replace(local, match=dataclasses.replace(local.match, explain=explain))
         matched = match(spark, local, left=bench.left_source, right=bench.right_source, run_id="eval",
