@@ -176,6 +176,10 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
 
     schema = MATCHES.spark_schema()
     by_model = pairs if floor is None else pairs.filter(F.col("similarity") >= floor)
+    # A night's candidates are often one or two files: spread them so every task slot runs a model.
+    slots = spark.sparkContext.defaultParallelism
+    if by_model.rdd.getNumPartitions() < slots:
+        by_model = by_model.repartition(slots)
     scored = by_model.mapInPandas(decide, schema)
     if floor is not None:
         floored = pairs.filter(F.col("similarity") < floor).select(
