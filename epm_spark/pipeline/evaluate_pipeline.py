@@ -26,6 +26,7 @@ import pandas as pd
 from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark
+from epm_spark.models.matcher.model_folder import is_model_folder, read_card
 from epm_spark.pipeline.evaluate_blocking import embed_and_block, scratch_benchmark
 
 __all__ = ["evaluate_pipeline", "true_matches"]
@@ -63,11 +64,17 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
         left = left.sample(n=queries, random_state=seed)
     k = k or settings.block.k
     truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
+    threshold = settings.match.threshold
+    if threshold is None and is_model_folder(matcher):
+        card = read_card(matcher)
+        if bench.name in card.thresholds:
+            threshold = card.threshold(bench.name)  # tuned on this benchmark's validation split
+    settings = dataclasses.replace(settings, match=dataclasses.replace(settings.match, explain=explain,
+                                                                       threshold=threshold))
     timings: dict[str, float] = {}
     with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
         embedded, blocked = embed_and_block(spark, local, bench, k=k, model=encoder, timings=timings)
         t = time.monotonic()
-        local = dataclasses.replace(local, match=dataclasses.replace(local.match, explain=explain))
         matched = match(spark, local, left=bench.left_source, right=bench.right_source, run_id="eval",
                         model=matcher)
         timings["match_s"] = round(time.monotonic() - t, 2)
@@ -81,7 +88,7 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
     total_s = sum(timings.values())
     result: dict[str, Any] = {
         "benchmark": bench.name, "split": bench.resolve_split(split), "k": k,
-        "encoder": embedded.model_version, "matcher": matcher, "explain": explain,
+        "encoder": embedded.model_version, "matcher": matcher, "threshold": threshold, "explain": explain,
         "left_listings": len(left), "right_listings": len(right), "true_matches": len(truth),
         "candidates": len(candidates), "pair_completeness": round(len(truth & candidates) / len(truth), 4)
         if truth else None,
