@@ -232,8 +232,9 @@ class DemoSettings:
     sft_examples: int = 192
     rl_steps: int = 2
     rl_examples: int = 16
-    # Generated (explained) decisions per batch: generation is what costs on a CPU.
-    max_explain_per_batch: int = 1
+    # Generated (explained) decisions per batch: generation is what costs on a CPU, and a matcher
+    # trained for a few CPU minutes rarely writes a valid decision yet, so the demo stays in label mode.
+    max_explain_per_batch: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "products", "k", "sft_steps", "sft_examples")
