@@ -52,6 +52,16 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    """A flat evaluation result: JSON, or one aligned ``key value`` line per figure."""
+    if as_json:
+        _print_json(result)
+        return
+    width = max(map(len, result), default=0) + 2
+    for key, value in result.items():
+        print(f"{key:<{width}} {value}")
+
+
 # ----------------------------------------------------------------------------- verbs
 
 
@@ -528,11 +538,7 @@ def _evaluate_blocking(evaluations) -> None:
 
         result = evaluate_blocking(_spark(settings), settings, benchmark=args.benchmark, ks=args.k or [10],
                                    split=args.split, model=args.model, keep=args.keep)
-        if args.json:
-            _print_json(result)
-        else:
-            for key, value in result.items():
-                print(f"{key:<24} {value}")
+        _print_result(result, args.json)
         return 0
 
     p.set_defaults(func=run)
@@ -563,11 +569,7 @@ def _evaluate_pipeline(evaluations) -> None:
         result = evaluate_pipeline(_spark(settings), settings, benchmark=args.benchmark, split=args.split, k=args.k,
                                    encoder=args.encoder, matcher=args.model, explain=args.explain,
                                    queries=args.queries, seed=args.seed, keep=args.keep)
-        if args.json:
-            _print_json(result)
-        else:
-            for key, value in result.items():
-                print(f"{key:<26} {value}")
+        _print_result(result, args.json)
         return 0
 
     p.set_defaults(func=run)
