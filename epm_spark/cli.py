@@ -409,8 +409,9 @@ def _evaluate_teacher(evaluations) -> None:
 
 
 def _verb_train_matcher(sub) -> None:
-    p = sub.add_parser("train-matcher", help="train the student matcher: SFT on teacher decisions, then RL (GRPO)")
-    p.add_argument("--stage", choices=["sft", "rl"], required=True)
+    p = sub.add_parser("train-matcher", help="train the matcher cascade (--stage all), or the student's SFT or RL alone")
+    p.add_argument("--stage", choices=["all", "sft", "rl"], required=True,
+                   help="all: teacher, cross-encoder, student SFT and RL, combiners, into one folder (resumable)")
     p.add_argument("--benchmark", action="append", default=None, metavar="NAME",
                    help="train on this benchmark of labelled_pairs (repeatable; default: all)")
     p.add_argument("--init", default=None,
@@ -431,6 +432,10 @@ def _verb_train_matcher(sub) -> None:
                                      out=args.out, max_steps=args.max_steps, max_examples=args.max_examples)
         if args.json:
             _print_json({"folder": str(folder), **asdict(card)})
+        elif card.stage == "cascade":
+            held_out = card.metrics["validation"]["fast_combiner_held_out"]
+            print(f"train-matcher all: {folder} (cascade; held-out valid F1 {held_out['f1']:.4f}, "
+                  f"thresholds {card.thresholds}, seconds {card.metrics['seconds']})")
         else:
             valid = card.metrics.get("valid_f1/pooled")
             print(f"train-matcher {args.stage}: {folder} ({card.training.get('steps')} steps, "
@@ -450,6 +455,8 @@ def _evaluate_matching(sub) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate a stratified sample of N pairs")
     p.add_argument("--threshold", default="model",
                    help="model (stored with the model), tune (on the valid split) or a number (default: model)")
+    p.add_argument("--ablation", action="store_true",
+                   help="cascade folders: also score each tier alone on the same pairs")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _common(p)
 
@@ -457,9 +464,21 @@ def _evaluate_matching(sub) -> None:
         from epm_spark.pipeline.evaluate_matching import evaluate_matching
 
         report = evaluate_matching(settings, benchmark=args.benchmark, split=args.split, model=args.model,
-                                   mode=args.mode, limit=args.limit, threshold=args.threshold)
+                                   mode=args.mode, limit=args.limit, threshold=args.threshold,
+                                   ablation=args.ablation)
         if args.json:
             _print_json(report)
+        elif "cascade" in report:
+            rows = {"cascade": report["cascade"], **report.get("tiers_alone", {})}
+            print(f"{report['benchmark']} {report['split']} ({report['pairs']} pairs)")
+            for tier, r in rows.items():
+                print(f"  {tier:<14} P {r['precision']:.4f} R {r['recall']:.4f} F1 {r['f1']:.4f} "
+                      f"{r['pairs_per_s']} pairs/s")
+            print(f"  decided by: {report['cascade']['decided_by']}")
+            if "explain" in report:
+                e = report["explain"]
+                print(f"  explain: format-valid {e['format_valid_rate']:.3f}, agrees with the cascade "
+                      f"{e['agrees_with_cascade']:.3f}")
         else:
             print(f"{report['benchmark']} {report['split']} ({report['pairs']} pairs, {report['mode']} mode): "
                   f"P {report['precision']:.4f} R {report['recall']:.4f} F1 {report['f1']:.4f} "

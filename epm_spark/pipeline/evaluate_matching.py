@@ -31,15 +31,31 @@ def machine() -> dict[str, Any]:
 
 def evaluate_matching(settings: Settings, *, benchmark: str, split: str = "test", model: str | None = None,
                       mode: str = "label", limit: int | None = None, threshold: str = "model",
-                      name: str | None = None) -> dict[str, Any]:
-    """Metrics of the matcher ``model`` (default: the configured student, zero-shot) on ``split``."""
+                      name: str | None = None, ablation: bool = False) -> dict[str, Any]:
+    """Metrics of the matcher ``model`` (default: the configured student, zero-shot) on ``split``.
+
+    A cascade folder (``train-matcher --stage all``) is scored as a cascade; ``ablation`` adds
+    each of its tiers alone on the same pairs.
+    """
     from epm_spark.io.benchmarks import load_benchmark
+    from epm_spark.models.matcher.cascade.cascade import is_cascade
     from epm_spark.models.matcher.evaluation import MatchingEvaluator, stratified_sample, tune_threshold
     from epm_spark.models.matcher.inference import Matcher
     from epm_spark.models.matcher.pairs import benchmark_pairs
 
     bench = load_benchmark(benchmark, name=name)
     pairs = stratified_sample(benchmark_pairs(bench, split), limit, seed=0)
+    if model and is_cascade(model):
+        from epm_spark.pipeline.evaluate_cascade import evaluate_cascade
+
+        if threshold != "model":
+            raise InputError("a cascade decides at the thresholds it tuned on valid; --threshold applies to a "
+                             "student model folder only")
+        report = evaluate_cascade(settings, bench=bench, pairs=pairs, model=model, ablation=ablation, mode=mode)
+        report.update(split=bench.resolve_split(split), machine=machine())
+        return report
+    if ablation:
+        raise InputError(f"--ablation needs a cascade model folder (train-matcher --stage all); {model} is not one")
     matcher = Matcher.load(model or settings.matcher.student, settings.matcher.inference)
     tuned: dict[str, Any] = {}
     if threshold == "model":

@@ -79,12 +79,26 @@ def _matcher(model: str, device: str, inference):
 
         import transformers
 
+        from epm_spark.models.matcher.cascade.cascade import Cascade, is_cascade
         from epm_spark.models.matcher.inference import Matcher
 
         transformers.utils.logging.disable_progress_bar()
         log.info("loading matcher %s on %s", model, device)
-        _MATCHERS[key] = Matcher.load(model, dataclasses.replace(inference, device=device))
+        load = Cascade.load if is_cascade(model) else Matcher.load
+        _MATCHERS[key] = load(model, dataclasses.replace(inference, device=device))
     return _MATCHERS[key]
+
+
+def _cascade_decisions(matcher, pdf: pd.DataFrame) -> pd.DataFrame:
+    """The cascade's decisions for one batch, with the teacher's evidence as each row's structured decision."""
+    from epm_spark.models.matcher.decision import MATCH, MatchDecision
+
+    d = matcher.decide(pdf.reset_index(drop=True))
+    confidence = [p if label == MATCH else 1.0 - p for p, label in zip(d["probability"], d["label"])]
+    decisions = [MatchDecision(label, round(float(c), 4), evidence, tuple(noise), rationale).to_json()
+                 for label, c, evidence, noise, rationale in zip(d["label"], confidence, d["evidence"],
+                                                                 d["noise_ignored"], d["rationale"])]
+    return d.assign(confidence=confidence, decision_json=decisions)
 
 
 def _decision_columns(explanation) -> dict[str, Any]:
@@ -147,21 +161,28 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                 matcher = _matcher(model, task_device(inference.device), inference)
             threshold = matcher.threshold() if threshold_override is None else threshold_override
             version = f"{Path(model).name}@{matcher.card.created}" if matcher.card else model
-            probs = matcher.predict_proba(pdf)
-            labels = ["match" if p >= threshold else "no_match" for p in probs]
-            out = pd.DataFrame({
-                "left_id": pdf["left_id"], "right_id": pdf["right_id"], "left_source": pdf["left_source"],
-                "right_source": pdf["right_source"], "label": labels, "probability": probs.astype(float),
-                "decided_by": "label", "confidence": None, "evidence": None, "noise_ignored": None,
-                "rationale": None, "format_valid": True, "decision_json": None, "similarity": pdf["similarity"],
-                "model_version": version, "scored_at": scored_at, "run_id": run_id,
-            })
-            if explain == "all":
-                chosen = list(range(len(pdf)))
-            elif explain == "band":
-                chosen = [i for i, p in enumerate(probs) if abs(p - threshold) <= margin]
+            pdf = pdf.reset_index(drop=True)
+            keys = {"left_id": pdf["left_id"], "right_id": pdf["right_id"], "left_source": pdf["left_source"],
+                    "right_source": pdf["right_source"]}
+            tail = {"similarity": pdf["similarity"], "model_version": version, "scored_at": scored_at,
+                    "run_id": run_id}
+            cascade = hasattr(matcher, "decide")
+            if cascade:
+                d = _cascade_decisions(matcher, pdf)
+                probs = d["probability"].to_numpy(dtype=float)
+                out = pd.DataFrame({**keys, **{c: d[c] for c in ("label", "probability", "decided_by", "confidence",
+                                                                 "evidence", "noise_ignored", "rationale")},
+                                    "format_valid": True, "decision_json": d["decision_json"], **tail})
+                # The student explains what it decided: the band, not the pairs the cheap tiers were sure of.
+                band = [i for i, by in enumerate(d["decided_by"]) if by == "student"]
             else:
-                chosen = []
+                probs = matcher.predict_proba(pdf)
+                labels = ["match" if p >= threshold else "no_match" for p in probs]
+                out = pd.DataFrame({**keys, "label": labels, "probability": probs.astype(float), "decided_by": "label",
+                                    "confidence": None, "evidence": None, "noise_ignored": None, "rationale": None,
+                                    "format_valid": True, "decision_json": None, **tail})
+                band = [i for i, p in enumerate(probs) if abs(p - threshold) <= margin]
+            chosen = list(range(len(pdf))) if explain == "all" else band if explain == "band" else []
             if cap is not None and len(chosen) > cap:
                 chosen = sorted(sorted(chosen, key=lambda i: abs(probs[i] - threshold))[:cap])
             if chosen:
@@ -169,9 +190,11 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                     cols = _decision_columns(e)
                     for name, value in cols.items():
                         out.at[out.index[i], name] = value
-                    out.at[out.index[i], "decided_by"] = "explain"
-                    if e.format_valid:
-                        out.at[out.index[i], "label"] = e.label
+                    # A cascade's label is its calibrated decision; the explanation is its rationale.
+                    if not cascade:
+                        out.at[out.index[i], "decided_by"] = "explain"
+                        if e.format_valid:
+                            out.at[out.index[i], "label"] = e.label
             yield out[MATCHES.columns]
 
     schema = MATCHES.spark_schema()

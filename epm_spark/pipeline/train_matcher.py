@@ -1,5 +1,10 @@
-"""``epm-spark train-matcher``: the student's SFT and RL stages on the warehouse's tables.
+"""``epm-spark train-matcher``: the whole cascade, or the student's SFT and RL stages alone.
 
+* ``--stage all``: every tier of the default matcher into one folder (see
+  :mod:`epm_spark.models.matcher.cascade.train`): the teacher's decisions on the train split
+  (written to ``rationales`` first when the benchmark has none), the cross-encoder, the
+  student's SFT and RL, and the combiners fitted on the valid split. Re-running it (same
+  ``--out``, or none) continues from the first unfinished tier.
 * ``--stage sft``: the SFT training set (verified or agreeing teacher decisions from
   ``rationales``, both listings from ``products``) of the train split -> LoRA SFT.
 * ``--stage rl``: the gold-labelled train pairs of ``labelled_pairs`` -> GRPO from the SFT
@@ -58,10 +63,12 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     from epm_spark.models.matcher.model_folder import next_version
 
     m = settings.matcher
-    if stage not in ("sft", "rl"):
-        raise InputError(f"stage must be sft or rl, got {stage!r}")
+    if stage not in ("all", "sft", "rl"):
+        raise InputError(f"stage must be all, sft or rl, got {stage!r}")
     warehouse = settings.warehouse
     valid = _per_benchmark(lambda b: labelled_pair_frame(warehouse, benchmark=b, split="valid"), benchmarks)
+    if stage == "all":
+        return _train_cascade(settings, benchmarks, valid, out=out, max_steps=max_steps)
     if stage == "sft":
         train = _per_benchmark(lambda b: load_sft_training_set(settings, benchmark=b, split="train"), benchmarks)
         if train.empty:
@@ -94,3 +101,51 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     card = train_rl(train, str(start), folder, reward_funcs=rewards.funcs, reward_weights=rewards.weights,
                     settings=rl, inference=m.inference, valid=valid, data_info=info)
     return card, folder
+
+
+def unfinished_or_next(root: str | Path, stage: str) -> Path:
+    """The newest ``<stage>-v<N>`` folder a killed run left without its card, else a new version."""
+    from epm_spark.models.matcher.model_folder import is_model_folder, next_version
+
+    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
+    found = sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
+    if found and not is_model_folder(found[-1][1]):
+        log.info("continuing the unfinished %s", found[-1][1])
+        return found[-1][1]
+    return next_version(root, stage)
+
+
+def _train_cascade(settings: Settings, benchmarks: list[str] | None, valid: pd.DataFrame, *, out: str | None,
+                   max_steps: int | None):
+    from epm_spark.io.delta import table_exists
+    from epm_spark.models.matcher.cascade.train import train_cascade
+    from epm_spark.models.matcher.jobs import labelled_pair_frame, load_sft_training_set, teach
+    from epm_spark.models.matcher.rewards import build_rewards
+
+    warehouse = settings.warehouse
+    train = _per_benchmark(lambda b: labelled_pair_frame(warehouse, benchmark=b, split="train"), benchmarks)
+    explained = None
+    if settings.matcher.cascade.student and settings.matcher.cascade.explain_examples:
+        for b in sorted(train["benchmark"].unique()):
+            if not _has_rationales(warehouse, b):
+                log.info("no teacher decisions for %s yet: running the teacher on its train split", b)
+                teach(settings, benchmark=b, split="train", run_id=f"train-matcher-{b}")
+        explained = _per_benchmark(lambda b: load_sft_training_set(settings, benchmark=b, split="train"), benchmarks)
+    folder = Path(out) if out else unfinished_or_next(settings.matcher.models_dir, "cascade")
+    rewards = build_rewards(settings, short=True)
+    info = {"tables": _table_versions(warehouse, tuple(t for t in ("labelled_pairs", "products", "rationales")
+                                                        if table_exists(warehouse, t))),
+            "benchmarks_requested": benchmarks, "judge": settings.judges.kind}
+    card = train_cascade(train, valid, folder, matcher=settings.matcher, explained=explained,
+                         reward_funcs=rewards.funcs, reward_weights=rewards.weights, data_info=info,
+                         max_steps=max_steps)
+    return card, folder
+
+
+def _has_rationales(warehouse: str, benchmark: str) -> bool:
+    from epm_spark.io.delta import read_pandas, table_exists
+
+    if not table_exists(warehouse, "rationales"):
+        return False
+    return not read_pandas(warehouse, "rationales", columns=["benchmark"],
+                           filters=[("benchmark", "=", benchmark)]).empty

@@ -31,6 +31,8 @@ __all__ = [
     "DecisionFormatError",
     "parse_decision",
     "DECISION_JSON_SCHEMA",
+    "short_decision_json",
+    "parse_short_decision",
 ]
 
 MATCH, NO_MATCH = "match", "no_match"
@@ -194,3 +196,42 @@ def _validate(data: Any, text: str) -> MatchDecision:
     if len(rationale) > MAX_RATIONALE_CHARS:
         raise fail(f"rationale longer than {MAX_RATIONALE_CHARS} characters")
     return MatchDecision(label, float(confidence), dict(evidence), tuple(noise), rationale.strip())
+
+
+# ----------------------------------------------------------------------------- the short decision
+#
+# The label phase of the student writes only what a decision needs and a judge can check:
+# ``{"label": "no_match", "evidence": {"capacity": "different"}}`` (about 15 tokens, against
+# about 90 for the explained decision). Its label comes first, like the full decision's, so
+# label mode reads both the same way.
+
+
+def short_decision_json(label: str, evidence: dict[str, str] | None = None) -> str:
+    """The short decision's canonical text: the label and the attributes that were not unknown."""
+    if label not in LABELS:
+        raise ValueError(f"label must be 'match' or 'no_match', got {label!r}")
+    shown = {a: (evidence or {})[a] for a in ATTRIBUTES if (evidence or {}).get(a, "unknown") != "unknown"}
+    return json.dumps({"label": label, "evidence": shown}, ensure_ascii=False, separators=(", ", ": "))
+
+
+def parse_short_decision(text: str, *, strict: bool = True) -> MatchDecision:
+    """Parse ``{"label": ..., "evidence": {...}}``; the decision has no rationale and confidence 1."""
+    if not isinstance(text, str):
+        raise DecisionFormatError(f"expected text, got {type(text).__name__}")
+    body = text.strip()
+    if not body:
+        raise DecisionFormatError("empty output", text)
+    if not strict:
+        body = _first_object(body, text)
+    elif not body.startswith("{"):
+        raise DecisionFormatError("text before the JSON object", text)
+    try:
+        data, end = json.JSONDecoder().raw_decode(body)
+    except json.JSONDecodeError as exc:
+        truncated = exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated string")
+        raise DecisionFormatError("truncated JSON" if truncated else f"invalid JSON: {exc.msg}", text) from None
+    if body[end:].strip():
+        raise DecisionFormatError("extra text after the JSON object", text)
+    if not isinstance(data, dict) or set(data) != {"label", "evidence"}:
+        raise DecisionFormatError("a short decision holds exactly the keys label and evidence", text)
+    return _validate({**data, "confidence": 1.0, "noise_ignored": [], "rationale": ""}, text)

@@ -111,7 +111,7 @@ class Matcher:
 
     def predict_proba(self, pairs: pd.DataFrame, *, show_progress: bool = False) -> np.ndarray:
         """P(match) per pair from one forward pass each (see the module docstring)."""
-        prompts = self.prompter.render_frame(pairs)
+        prompts = self.prompter.render_frame(pairs, system=self.prompter.label_system)
         return self.label_probabilities(prompts, show_progress=show_progress)[0]
 
     def predict_labels(self, pairs: pd.DataFrame, threshold: float | None = None,
@@ -201,7 +201,8 @@ class Matcher:
     def explain(self, pairs: pd.DataFrame, *, show_progress: bool = False) -> list[Explanation]:
         """Generate, parse and validate a full decision per pair."""
         prompts = self.prompter.render_frame(pairs)
-        probs, _ = self.label_probabilities(prompts)
+        label_prompts = self.prompter.render_frame(pairs, system=self.prompter.label_system)
+        probs, _ = self.label_probabilities(label_prompts)
         budget = self.settings.max_new_tokens
         texts, counts = self.generate(prompts, max_new_tokens=budget, show_progress=show_progress)
         results: list[Explanation] = []

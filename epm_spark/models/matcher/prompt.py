@@ -84,19 +84,25 @@ class PairPrompter:
             return text
         return self.tokenizer.decode(ids[: s.max_listing_tokens]).rstrip() + " …"
 
-    def messages(self, left: Mapping[str, Any], right: Mapping[str, Any]) -> list[dict[str, str]]:
-        user = f"A: {self.listing(left)}\nB: {self.listing(right)}"
-        return [{"role": "system", "content": self.settings.system}, {"role": "user", "content": user}]
+    @property
+    def label_system(self) -> str:
+        """The system message of label mode: ``label_system`` when set, else the one system message."""
+        return self.settings.label_system or self.settings.system
 
-    def render(self, left: Mapping[str, Any], right: Mapping[str, Any]) -> str:
+    def messages(self, left: Mapping[str, Any], right: Mapping[str, Any],
+                 system: str | None = None) -> list[dict[str, str]]:
+        user = f"A: {self.listing(left)}\nB: {self.listing(right)}"
+        return [{"role": "system", "content": system or self.settings.system}, {"role": "user", "content": user}]
+
+    def render(self, left: Mapping[str, Any], right: Mapping[str, Any], system: str | None = None) -> str:
         """The prompt text, ending where the assistant's answer begins."""
-        return self.tokenizer.apply_chat_template(self.messages(left, right), tokenize=False,
+        return self.tokenizer.apply_chat_template(self.messages(left, right, system), tokenize=False,
                                                   add_generation_prompt=True)
 
-    def render_frame(self, pairs: pd.DataFrame) -> list[str]:
+    def render_frame(self, pairs: pd.DataFrame, system: str | None = None) -> list[str]:
         """One prompt per row of a pair frame (``left_*`` / ``right_*`` columns)."""
         check_pair_frame(pairs)
-        return [self.render(listing(row, "left"), listing(row, "right")) for row in pairs.to_dict("records")]
+        return [self.render(listing(row, "left"), listing(row, "right"), system) for row in pairs.to_dict("records")]
 
     def completion(self, messages: list[dict[str, str]], prompt: str, answer: str) -> str:
         """The text after ``prompt`` when the assistant answers ``answer``: the answer plus the
@@ -108,13 +114,14 @@ class PairPrompter:
         # Templates that rewrite earlier turns once an answer follows (rare): end with EOS.
         return answer + (self.tokenizer.eos_token or "")
 
-    def training_example(self, left: Mapping[str, Any], right: Mapping[str, Any], answer: str) -> dict[str, Any]:
+    def training_example(self, left: Mapping[str, Any], right: Mapping[str, Any], answer: str,
+                         system: str | None = None) -> dict[str, Any]:
         """Token ids of prompt + completion and the mask of completion tokens (the SFT loss mask).
 
         Tokenized as one string, like inference sees it; the completion starts where the
         prompt's own tokens stop being a prefix (a merge across the boundary moves it left).
         """
-        messages = self.messages(left, right)
+        messages = self.messages(left, right, system)
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = encode(self.tokenizer, prompt)
         ids = encode(self.tokenizer, prompt + self.completion(messages, prompt, answer))

@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision, parse_decision
+from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision, parse_decision, parse_short_decision
 from epm_spark.models.matcher.judges import AttributeConsistencyJudge, Judge
 from epm_spark.models.matcher.pairs import gold_label, listing, listing_json, parse_listing
 from epm_spark.models.matcher.supervision_config import RewardSettings
@@ -80,19 +80,19 @@ def _content(content: Any) -> str:
     return "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
 
 
-def _parse(text: str, strict: bool) -> MatchDecision | None:
+def _parse(text: str, strict: bool, short: bool = False) -> MatchDecision | None:
     try:
-        return parse_decision(text, strict=strict)
+        return (parse_short_decision if short else parse_decision)(text, strict=strict)
     except DecisionFormatError:
         return None
 
 
 def format_score(text: str, lenient_credit: float = _DEFAULTS.format_lenient_credit,
-                 label_credit: float = _DEFAULTS.format_label_credit) -> float:
-    """Format credit of one completion's text (see the module docstring)."""
-    if _parse(text, strict=True) is not None:
+                 label_credit: float = _DEFAULTS.format_label_credit, short: bool = False) -> float:
+    """Format credit of one completion's text (see the module docstring); ``short``: of a short decision."""
+    if _parse(text, strict=True, short=short) is not None:
         return 1.0
-    if _parse(text, strict=False) is not None:
+    if _parse(text, strict=False, short=short) is not None:
         return lenient_credit
     if _LABEL_KEY.search(text):
         return label_credit
@@ -116,12 +116,12 @@ def _per_completion(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
 
 
 def label_reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), *,
-                 strict: bool = _DEFAULTS.label_strict, **kwargs: Any) -> list[float]:
+                 strict: bool = _DEFAULTS.label_strict, short: bool = False, **kwargs: Any) -> list[float]:
     """1 when the decision's label equals ``gold_label``; 0 when it differs or the output does not parse."""
     golds = _per_completion(kwargs, "gold_label", len(completions))
     out = []
     for completion, gold in zip(completions, golds):
-        decision = _parse(completion_text(completion), strict=strict)
+        decision = _parse(completion_text(completion), strict=strict, short=short)
         out.append(float(decision is not None and decision.label == gold_label(gold)))
     return out
 
@@ -129,9 +129,10 @@ def label_reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any
 class JudgeReward:
     """The judge's score of each parsed decision; 0 for output that does not parse."""
 
-    def __init__(self, judge: Judge, *, strict: bool = _DEFAULTS.label_strict):
+    def __init__(self, judge: Judge, *, strict: bool = _DEFAULTS.label_strict, short: bool = False):
         self.judge = judge
         self.strict = strict
+        self.short = short
         self.__name__ = "judge_reward"
 
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (),
@@ -139,7 +140,7 @@ class JudgeReward:
         n = len(completions)
         lefts = [parse_listing(v) for v in _per_completion(kwargs, "left", n)]
         rights = [parse_listing(v) for v in _per_completion(kwargs, "right", n)]
-        decisions = [_parse(completion_text(c), strict=self.strict) for c in completions]
+        decisions = [_parse(completion_text(c), strict=self.strict, short=self.short) for c in completions]
         valid = [i for i, d in enumerate(decisions) if d is not None]
         out: list[float | None] = [0.0] * n
         if valid:
@@ -192,8 +193,10 @@ class RewardFunctions:
     combined: CombinedReward
 
 
-def build_rewards(settings: Any = None, judge: Judge | None = None) -> RewardFunctions:
+def build_rewards(settings: Any = None, judge: Judge | None = None, *, short: bool = False) -> RewardFunctions:
     """The reward functions the ``rewards`` and ``judges`` settings describe.
+
+    ``short``: score short decisions (label and evidence, no rationale) as the label phase writes them.
 
     ``settings``: the root :class:`~epm_spark.config.Settings` (or ``None`` for defaults).
     ``judge``: overrides the judge the settings name (e.g. a judge already loaded).
@@ -205,14 +208,14 @@ def build_rewards(settings: Any = None, judge: Judge | None = None) -> RewardFun
         judge = build_judge(settings) if settings is not None else AttributeConsistencyJudge()
 
     def fmt(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any) -> list[float]:
-        return [format_score(completion_text(c), rewards.format_lenient_credit, rewards.format_label_credit)
+        return [format_score(completion_text(c), rewards.format_lenient_credit, rewards.format_label_credit, short)
                 for c in completions]
 
     def lab(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **kwargs: Any) -> list[float]:
-        return label_reward(prompts, completions, strict=rewards.label_strict, **kwargs)
+        return label_reward(prompts, completions, strict=rewards.label_strict, short=short, **kwargs)
 
     fmt.__name__, lab.__name__ = "format_reward", "label_reward"
-    jr = JudgeReward(judge, strict=rewards.label_strict)
+    jr = JudgeReward(judge, strict=rewards.label_strict, short=short)
     return RewardFunctions([fmt, lab, jr], [rewards.w_format, rewards.w_label, rewards.w_judge],
                            CombinedReward(rewards, judge))
 

@@ -72,7 +72,7 @@ def select_prompts(pairs: pd.DataFrame, p_match: np.ndarray, n: int, *, hard_sha
     return scored.iloc[rng.permutation(chosen)].reset_index(drop=True)
 
 
-def rl_dataset(pairs: pd.DataFrame, prompter: PairPrompter):
+def rl_dataset(pairs: pd.DataFrame, prompter: PairPrompter, system: str | None = None):
     """A ``datasets.Dataset`` of chat prompts plus the reward functions' columns (gold_label, left, right).
 
     Prompts stay chat messages: TRL renders them with the tokenizer's template, the same text
@@ -86,7 +86,7 @@ def rl_dataset(pairs: pd.DataFrame, prompter: PairPrompter):
     rows = pairs.to_dict("records")
     columns = reward_columns(pairs)
     return Dataset.from_dict({
-        "prompt": [prompter.messages(listing(r, "left"), listing(r, "right")) for r in rows],
+        "prompt": [prompter.messages(listing(r, "left"), listing(r, "right"), system) for r in rows],
         **{c: columns[c].tolist() for c in columns.columns},
     })
 
@@ -119,7 +119,8 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     chosen = select_prompts(pool, p_match, wanted, hard_share=settings.hard_share,
                             generations=settings.num_generations, seed=settings.seed)
     scoring_seconds = time.monotonic() - started
-    dataset = rl_dataset(chosen, prompter)
+    # The short decision is the label phase's task: its prompts carry the label system message.
+    dataset = rl_dataset(chosen, prompter, prompter.label_system if settings.short_decision else None)
 
     gpu = start.model.device.type == "cuda"
     start.model.train()

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from epm_spark.errors import ConfigError
+from epm_spark.models.matcher.cascade.settings import CascadeSettings
 
 __all__ = ["PromptSettings", "LoraSettings", "StageSettings", "SFTSettings", "RLSettings", "InferenceSettings",
-           "MatcherSettings", "DEFAULT_SYSTEM"]
+           "MatcherSettings", "DEFAULT_SYSTEM", "SHORT_SYSTEM"]
 
 # Compact on purpose: every token here is paid once per pair in label mode. It names the
 # attributes the decision's evidence uses and the JSON keys in their fixed order.
@@ -26,6 +27,9 @@ DEFAULT_SYSTEM = (
     "capacity, colour, quantity, condition; ignore seller noise. Answer with one JSON object: "
     "label (match or no_match), confidence, evidence, noise_ignored, rationale."
 )
+
+# The label phase's system message: the short decision needs no instructions beyond its name.
+SHORT_SYSTEM = "Same product? Short decision."
 
 
 def _check(condition: bool, message: str) -> None:
@@ -38,6 +42,9 @@ class PromptSettings:
     """How a pair of listings becomes the student's chat prompt (stored with each trained model)."""
 
     system: str = DEFAULT_SYSTEM
+    # When set, label mode (and the short decision SFT and RL train) uses this system message,
+    # and `system` is left to the explained decision; the two tasks then never mix.
+    label_system: str | None = None
     # Each listing is cut to this many tokens so one noisy title cannot crowd out the other.
     max_listing_tokens: int = 64
     description_chars: int = 0
@@ -70,7 +77,7 @@ class StageSettings:
 
     lora: LoraSettings = field(default_factory=LoraSettings)
     learning_rate: float = 2e-4
-    # GPU only: CPU runs in float32, where these buy nothing.
+    # bf16 mixed precision where the device has it (GPUs; CPUs with AVX-512 BF16 or AMX).
     bf16: bool = True
     gradient_checkpointing: bool = True
     save_steps: int = 100
@@ -137,6 +144,9 @@ class RLSettings(StageSettings):
     # samples disagrees and GRPO has an advantage to learn from (pairs the model already gets
     # right with certainty give every sample the same reward and a zero gradient).
     hard_share: float = 0.75
+    # Train the short decision (label + evidence, ~15 tokens) on the label phase's prompts instead
+    # of the explained one: a GRPO step then takes seconds on a CPU, not a minute.
+    short_decision: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -180,6 +190,8 @@ class MatcherSettings:
     sft: SFTSettings = field(default_factory=SFTSettings)
     rl: RLSettings = field(default_factory=RLSettings)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    # The default matcher: teacher, cross-encoder and student tiers (train-matcher --stage all).
+    cascade: CascadeSettings = field(default_factory=CascadeSettings)
 
     def __post_init__(self) -> None:
         _check(bool(self.student.strip()), "student must name a model")

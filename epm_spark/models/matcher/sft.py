@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from epm_spark.errors import InputError
-from epm_spark.models.matcher.decision import DecisionFormatError, parse_decision
+from epm_spark.models.matcher.decision import DecisionFormatError, parse_decision, parse_short_decision
 from epm_spark.models.matcher.model_folder import MatcherCard
 from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
@@ -51,21 +51,28 @@ def sft_examples(frame: pd.DataFrame, prompter: PairPrompter, max_length: int | 
 
     ``frame`` is a pair frame (``left_*`` / ``right_*`` listing columns) with a ``decision_json``
     column holding the decision to learn (what :func:`~epm_spark.models.matcher.review.sft_training_set`
-    returns: verified or agreeing teacher decisions). Every decision must pass the strict parser:
+    returns: verified or agreeing teacher decisions). A row whose ``short_json`` holds a short
+    decision is a label-phase example instead: the label system message and the short answer. Every decision must pass the strict parser:
     a malformed one is an error, since training on it would teach the format failure.
     """
     from datasets import Dataset
 
     check_pair_frame(frame)
-    if "decision_json" not in frame.columns:
-        raise InputError("SFT examples need a 'decision_json' column with the decision to learn")
+    if "decision_json" not in frame.columns and "short_json" not in frame.columns:
+        raise InputError("SFT examples need a 'decision_json' column with the decision to learn "
+                         "(or 'short_json' with a short decision, for the label phase)")
     rows = []
     for i, row in enumerate(frame.to_dict("records")):
+        short = row.get("short_json")
         try:
-            answer = parse_decision(row["decision_json"], strict=True).to_json()
+            if isinstance(short, str):
+                answer, system = short, prompter.label_system
+                parse_short_decision(short, strict=True)
+            else:
+                answer, system = parse_decision(row["decision_json"], strict=True).to_json(), None
         except DecisionFormatError as exc:
             raise InputError(f"SFT example {i}: the decision is not valid ({exc.reason})") from None
-        example = prompter.training_example(listing(row, "left"), listing(row, "right"), answer)
+        example = prompter.training_example(listing(row, "left"), listing(row, "right"), answer, system)
         if max_length and len(example["input_ids"]) > max_length:
             # Cutting would drop the decision's end and its stop marker: teach truncation. Skip instead.
             continue

@@ -103,12 +103,14 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """float32 on CPU (bf16 matmuls are slow without AMX); bf16 on GPUs that have it, else fp16."""
+    """bf16 where the device has it (GPUs, CPUs with AVX-512 BF16), else fp16 on GPUs and float32 on CPUs."""
+    from epm_spark.models.precision import bf16_available
+
     if dtype != "auto":
         return getattr(torch, dtype)
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if bf16_available(device):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def load_tokenizer(reference: str, padding_side: str = "left"):

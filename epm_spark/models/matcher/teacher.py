@@ -264,7 +264,8 @@ class AgenticTeacher:
         titles = pd.concat([pairs["left_title"], pairs["right_title"]]).dropna().drop_duplicates()
         return token_weights(strip_noise(t).text for t in titles)
 
-    def decide(self, pairs: pd.DataFrame) -> list[TeacherResult]:
+    def evidence(self, pairs: pd.DataFrame) -> list[Evidence]:
+        """The compared attributes of every pair, in row order (each listing extracted once)."""
         weights = self.weights_for(pairs)
         cache: dict[tuple[str, str], ListingAttributes] = {}
 
@@ -274,9 +275,12 @@ class AgenticTeacher:
                 cache[key] = self.extract_attributes(listing(row, side))
             return cache[key]
 
+        rows = progress(pairs.to_dict("records"), total=len(pairs), desc=f"teacher {self.name}", unit="pair")
+        return [self.compare(attrs(row, "left"), attrs(row, "right"), weights) for row in rows]
+
+    def decide(self, pairs: pd.DataFrame) -> list[TeacherResult]:
         results = []
-        for row in progress(pairs.to_dict("records"), total=len(pairs), desc=f"teacher {self.name}", unit="pair"):
-            evidence = self.compare(attrs(row, "left"), attrs(row, "right"), weights)
+        for evidence in self.evidence(pairs):
             decision, _, _ = self.decide_one(evidence)
             results.append(TeacherResult(self.name, decision, raw=decision.to_json()))
         return results

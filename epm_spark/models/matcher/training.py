@@ -42,14 +42,22 @@ class StartingPoint:
 
 
 def use_bf16(wanted: bool) -> bool:
-    return bool(wanted and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    """bf16 mixed precision where the training device has it (a GPU, or a CPU with AVX-512 BF16)."""
+    from epm_spark.models.precision import bf16_available
+
+    return bool(wanted and bf16_available("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: bool = False) -> StartingPoint:
-    """Load ``init`` (a student or a matcher folder) with earlier adapters merged, ready for a new adapter."""
+    """Load ``init`` (a student or a matcher folder) with earlier adapters merged, ready for a new adapter.
+
+    With ``bf16`` the weights are bf16 on a GPU; on a CPU they stay float32 and the Trainer's
+    bf16 autocast does the matmuls in bf16 (pure-bf16 weights lose LoRA updates to rounding).
+    """
     from epm_spark.models.matcher.inference import load_matcher_model
 
-    model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if bf16 else "float32")
+    gpu_bf16 = bf16 and torch.cuda.is_available()
+    model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if gpu_bf16 else "float32")
     if card is None:
         return StartingPoint(model, tokenizer, init, prompt or PromptSettings())
     folder = Path(init)

@@ -1,0 +1,1 @@
+"""The decision cascade: teacher evidence, a cross-encoder and the student LLM, combined by learned rules."""

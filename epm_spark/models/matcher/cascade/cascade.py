@@ -1,0 +1,172 @@
+"""The default matcher: a decision cascade of three tiers and two learned combiners.
+
+1. **teacher**: the agentic teacher's evidence (model numbers, near-miss codes, capacities,
+   colours) through a logistic calibration fitted on the train split. A pair whose calibrated
+   P(match) is below ``teacher_sure`` or above ``1 - teacher_sure`` is decided here, at
+   thousands of pairs per second.
+2. **cross_encoder**: the fine-tuned cross-encoder's logit and the teacher's evidence, combined
+   by the *fast* combiner (fitted on the valid split, see :mod:`.combiner`). A pair whose
+   log-odds are more than ``band`` from the threshold's is decided here.
+3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
+   ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the
+   others in the *full* combiner, which decides them, and it writes their structured
+   rationale on request (explain mode).
+
+Every pair gets one calibrated probability, a label and the tier that decided it. Evidence and
+rationale come with every decision: the teacher's for pairs the student did not explain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from epm_spark.errors import InputError
+from epm_spark.models.matcher.cascade.combiner import Combiner
+from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
+from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, evidence_features
+from epm_spark.models.matcher.decision import MATCH, NO_MATCH
+from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
+from epm_spark.models.matcher.settings import InferenceSettings
+from epm_spark.models.matcher.teacher import AgenticTeacher, rationale_for
+
+__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "logit"]
+
+log = logging.getLogger(__name__)
+
+CASCADE_FILE = "cascade.json"
+TIERS = ("teacher", "cross_encoder", "student")
+CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
+
+
+def is_cascade(path: str | Path) -> bool:
+    return (Path(path) / CASCADE_FILE).is_file() and (Path(path) / CARD_FILE).is_file()
+
+
+def logit(p: np.ndarray, clip: float = 12.0) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.clip(np.log(p / (1 - p)), -clip, clip)
+
+
+class Cascade:
+    """A trained cascade folder: ``decide(pairs)`` gives one decision per pair, in row order."""
+
+    def __init__(self, folder: str | Path, *, inference: InferenceSettings | None = None, with_student: bool = True):
+        self.folder = Path(folder)
+        if not is_cascade(self.folder):
+            raise InputError(f"{folder} is not a cascade model folder (no {CASCADE_FILE} beside {CARD_FILE})")
+        self.card = read_card(self.folder)
+        self.spec: dict[str, Any] = json.loads((self.folder / CASCADE_FILE).read_text(encoding="utf-8"))
+        self.inference = inference or InferenceSettings()
+        self.teacher = AgenticTeacher()
+        self.teacher_tier = Combiner.from_dict(self.spec["combiners"]["teacher"])
+        self.fast = Combiner.from_dict(self.spec["combiners"]["fast"])
+        full = self.spec["combiners"].get("full")
+        self.full = Combiner.from_dict(full) if full and with_student else None
+        ce = self.spec["cross_encoder"]
+        self.cross_encoder = CrossEncoder.load(self.folder / ce["path"], CrossEncoderSettings(**ce["settings"]),
+                                               device=self.inference.device)
+        self._student = None
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, settings: InferenceSettings | None = None, *, with_student: bool = True) -> Cascade:
+        return cls(path, inference=settings, with_student=with_student)
+
+    # ------------------------------------------------------------------ thresholds and tiers
+
+    def threshold(self, benchmark: str | None = None, combiner: str = "fast") -> float:
+        table = self.spec["thresholds"][combiner]
+        return float(table.get(benchmark, table["default"]) if benchmark else table["default"])
+
+    @property
+    def band(self) -> float:
+        return float(self.spec["band"])
+
+    @property
+    def student(self):
+        """The student tier's matcher, loaded on first use (None when the cascade has none)."""
+        if self._student is None and self.spec.get("student"):
+            from epm_spark.models.matcher.inference import Matcher
+
+            self._student = Matcher.load(str(self.folder / self.spec["student"]), self.inference)
+        return self._student
+
+    # ------------------------------------------------------------------ decisions
+
+    def decide(self, pairs: pd.DataFrame, *, benchmark: str | None = None, use_student: bool = True,
+               show_progress: bool = False) -> pd.DataFrame:
+        """Columns: probability, label, decided_by, p_teacher, cross_encoder_logit, p_fast, p_student,
+        and the teacher's evidence, noise and rationale for every pair."""
+        n = len(pairs)
+        pairs = pairs.reset_index(drop=True)
+        t0 = time.perf_counter()
+        evidence = self.teacher.evidence(pairs)
+        x = evidence_features(evidence, self.teacher)
+        p_teacher = self.teacher_tier.predict_proba(x[self.teacher_tier.features])
+        sure = self.spec["teacher_sure"]
+        by_teacher = (p_teacher < sure) | (p_teacher > 1 - sure)
+        t1 = time.perf_counter()
+        out = pd.DataFrame({"probability": p_teacher, "label": np.where(p_teacher >= 0.5, MATCH, NO_MATCH),
+                            "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: np.nan,
+                            "p_fast": np.nan, "p_student": np.nan})
+        rest = np.flatnonzero(~by_teacher)
+        if len(rest):
+            x.loc[rest, CE_FEATURE] = self.cross_encoder.predict_logits(pairs.iloc[rest], show_progress=show_progress)
+            p_fast = self.fast.predict_proba(x.loc[rest])
+            t_fast = self.threshold(benchmark)
+            out.loc[rest, CE_FEATURE] = x.loc[rest, CE_FEATURE].to_numpy()
+            out.loc[rest, "p_fast"] = p_fast
+            out.loc[rest, "probability"] = p_fast
+            out.loc[rest, "label"] = np.where(p_fast >= t_fast, MATCH, NO_MATCH)
+            out.loc[rest, "decided_by"] = "cross_encoder"
+        t2 = time.perf_counter()
+        chosen = self.band_pairs(out, benchmark) if use_student and self.full is not None else np.array([], int)
+        if len(chosen):
+            p_student = self.student.predict_proba(pairs.iloc[chosen], show_progress=show_progress)
+            x.loc[chosen, STUDENT_FEATURE] = logit(p_student)
+            p_full = self.full.predict_proba(x.loc[chosen])
+            out.loc[chosen, "p_student"] = p_student
+            out.loc[chosen, "probability"] = p_full
+            out.loc[chosen, "label"] = np.where(p_full >= self.threshold(benchmark, "full"), MATCH, NO_MATCH)
+            out.loc[chosen, "decided_by"] = "student"
+        t3 = time.perf_counter()
+        self.timings = {"teacher": t1 - t0, "cross_encoder": t2 - t1, "student": t3 - t2, "pairs": n}
+        labels = out["label"].tolist()
+        out["evidence"] = [{a: v for a, v in e.verdicts.items() if v != "unknown"} for e in evidence]
+        out["noise_ignored"] = [list(e.noise) for e in evidence]
+        out["rationale"] = [rationale_for(e, label) for e, label in zip(evidence, labels)]
+        return out
+
+    def band_pairs(self, decided: pd.DataFrame, benchmark: str | None = None) -> np.ndarray:
+        """Rows the student should see: in the band around the fast threshold, capped, nearest first."""
+        p_fast = decided["p_fast"].to_numpy(dtype=float)
+        distance = np.abs(logit(np.nan_to_num(p_fast, nan=0.0)) - logit(np.array(self.threshold(benchmark))))
+        in_band = np.flatnonzero(~np.isnan(p_fast) & (distance <= self.band))
+        cap = math.ceil(self.spec["max_student_share"] * len(decided))
+        if len(in_band) > cap:
+            in_band = np.sort(in_band[np.argsort(distance[in_band], kind="stable")[:cap]])
+        return in_band
+
+    def predict_proba(self, pairs: pd.DataFrame, *, show_progress: bool = False, **kwargs: Any) -> np.ndarray:
+        return self.decide(pairs, show_progress=show_progress, **kwargs)["probability"].to_numpy(dtype=float)
+
+    def predict_labels(self, pairs: pd.DataFrame, benchmark: str | None = None) -> np.ndarray:
+        return (self.decide(pairs, benchmark=benchmark)["label"] == MATCH).to_numpy().astype(np.int8)
+
+    def explain(self, pairs: pd.DataFrame, **kwargs: Any):
+        """The student's explained decisions (see :meth:`Matcher.explain`)."""
+        if self.student is None:
+            raise InputError(f"the cascade {self.folder} has no student tier to explain with")
+        return self.student.explain(pairs, **kwargs)
+
+
+def feature_names(with_student: bool) -> list[str]:
+    return [*TEACHER_FEATURES, CE_FEATURE, *([STUDENT_FEATURE] if with_student else [])]

@@ -1,0 +1,54 @@
+"""The ``matcher.cascade`` settings: the tiers, the band, and the budgets of ``train-matcher --stage all``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from epm_spark.errors import ConfigError
+from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoderSettings
+
+__all__ = ["CascadeSettings"]
+
+
+@dataclass
+class CascadeSettings:
+    """One recipe for every catalog: nothing here is tuned to a benchmark."""
+
+    cross_encoder: CrossEncoderSettings = field(default_factory=CrossEncoderSettings)
+    # The teacher tier decides alone where its calibrated P(match) is below `teacher_sure`
+    # (no_match) or above 1 - `teacher_sure` (match); the calibration is fitted on the train split.
+    teacher_sure: float = 0.01
+    # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
+    band: float = 1.0
+    # At most this share of a batch goes to the student, the pairs nearest the threshold first.
+    max_student_share: float = 0.05
+    # Train and use the student tier (off: teacher + cross-encoder + combiner only).
+    student: bool = True
+    # The student's SFT: short decisions (label + evidence) on gold-labelled train pairs, and
+    # explained decisions (with rationale) on teacher decisions that agree with the gold label.
+    label_examples: int = 3000
+    explain_examples: int = 300
+    positive_share: float = 0.4
+    # Valid pairs the student scores (per benchmark): its combiner weight and RL-vs-SFT comparison.
+    student_valid_pairs: int = 1200
+    # Cross-fitting folds and L2 strength (C) of the combiners.
+    folds: int = 5
+    c: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.teacher_sure < 0.5:
+            raise ConfigError(f"cascade.teacher_sure must be in [0, 0.5), got {self.teacher_sure}")
+        if self.band < 0:
+            raise ConfigError(f"cascade.band must be >= 0, got {self.band}")
+        if not 0.0 <= self.max_student_share <= 1.0:
+            raise ConfigError(f"cascade.max_student_share must be in [0, 1], got {self.max_student_share}")
+        for name in ("label_examples", "student_valid_pairs", "folds"):
+            if getattr(self, name) < (2 if name == "folds" else 1):
+                raise ConfigError(f"cascade.{name} must be positive, got {getattr(self, name)}")
+        if self.explain_examples < 0:
+            raise ConfigError("cascade.explain_examples must be >= 0")
+        if not 0.0 < self.positive_share < 1.0:
+            raise ConfigError("cascade.positive_share must be in (0, 1)")
+        if self.c <= 0:
+            raise ConfigError("cascade.c must be > 0")
