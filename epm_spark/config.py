@@ -227,17 +227,19 @@ class DemoSettings:
     products: int = 100
     competitors: int = 2
     k: int = 3
-    # The small matcher trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark).
+    # The cascade trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark):
+    # the recipe of `train-matcher --stage all` with a first-run budget of a few CPU minutes.
+    cross_encoder_epochs: float = 3.0
     sft_steps: int = 24
     sft_examples: int = 192
     rl_steps: int = 2
     rl_examples: int = 16
-    # Generated (explained) decisions per batch: generation is what costs on a CPU, and a matcher
-    # trained for a few CPU minutes rarely writes a valid decision yet, so the demo stays in label mode.
+    # Explained decisions per batch: generation is what costs on a CPU, so the demo's night
+    # keeps the teacher's rationale for every pair and skips the student's.
     max_explain_per_batch: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "products", "k", "sft_steps", "sft_examples")
+        _positive(self, "products", "k", "sft_steps", "sft_examples", "cross_encoder_epochs")
         if self.competitors < 1:
             raise ConfigError("competitors must be >= 1: price matching needs a competitor")
         if self.rl_steps < 0 or self.rl_examples < 0:

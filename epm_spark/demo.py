@@ -4,11 +4,12 @@
 
 1. generate our catalog and competitors' catalogs as export files (with ground truth);
 2. ingest each the way a user would (``--map`` for the shop whose export speaks German);
-3. on the first run only, train a small matcher through the real jobs (``teach`` with the
-   offline agentic teacher, ``train-matcher --stage sft``, then ``--stage rl``) on the
-   synthetic labelled pairs, and cache it;
+3. on the first run only, train the matcher cascade through the real job
+   (``train-matcher --stage all``: teacher, cross-encoder, student SFT and RL, combiners)
+   on the synthetic labelled pairs, with a CPU-sized budget, and cache it;
 4. embed, block, match, dedup and price-match, as the nightly batch does;
-5. print a summary, where the tables are, and queries to try.
+5. print a summary: the matches' precision, recall and F1 against the generator's truth,
+   where the tables are, and queries to try.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ EXPORT_MAPS = {
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
 # Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
-DEMO_MATCHER_RECIPE = 1
+DEMO_MATCHER_RECIPE = 2
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
@@ -54,13 +55,25 @@ def demo_matcher_dir(settings: Settings) -> Path:
 
     d = settings.demo
     student = Path(str(settings.matcher.student)).name.replace(":", "-")
-    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{student}"
+    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{student}-ce{d.cross_encoder_epochs:g}"
                                            f"-sft{d.sft_steps}x{d.sft_examples}-rl{d.rl_steps}x{d.rl_examples}")
 
 
+def demo_training_settings(settings: Settings, work: Path) -> Settings:
+    """The cascade recipe with the demo's CPU budget: fewer epochs and steps, the same tiers."""
+    d, m = settings.demo, settings.matcher
+    cascade = dataclasses.replace(
+        m.cascade, cross_encoder=dataclasses.replace(m.cascade.cross_encoder, epochs=d.cross_encoder_epochs),
+        label_examples=d.sft_examples, explain_examples=min(m.cascade.explain_examples, d.sft_examples // 4),
+        student_valid_pairs=min(m.cascade.student_valid_pairs, 200))
+    matcher = dataclasses.replace(m, models_dir=str(work), cascade=cascade,
+                                  sft=dataclasses.replace(m.sft, max_steps=d.sft_steps),
+                                  rl=dataclasses.replace(m.rl, max_steps=max(d.rl_steps, 1), pool=d.rl_examples))
+    return dataclasses.replace(settings, matcher=matcher)
+
+
 def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = False) -> Path:
-    """The cached demo matcher; trained through ``teach`` and ``train-matcher`` when there is none."""
-    from epm_spark.models.matcher.jobs import teach
+    """The cached demo matcher; trained through ``train-matcher --stage all`` when there is none."""
     from epm_spark.models.matcher.model_folder import is_model_folder
     from epm_spark.pipeline.train_matcher import train_matcher
 
@@ -69,29 +82,39 @@ def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = Fals
         print(f"using the cached demo matcher {final}")
         return final
     d = settings.demo
-    print(f"no trained matcher yet: training a small one on the synthetic labelled pairs (first run only;\n"
-          f"SFT {d.sft_steps} steps on up to {d.sft_examples} teacher decisions, then RL {d.rl_steps} steps), "
-          f"cached in {final}", flush=True)
+    print(f"no trained matcher yet: training the cascade on the synthetic labelled pairs (first run only):
+"
+          f"teacher, cross-encoder {d.cross_encoder_epochs:g} epochs, student SFT {d.sft_steps} steps and RL "
+          f"{d.rl_steps} steps, combiners on valid; cached in {final}", flush=True)
     work = final.with_name(final.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    local = dataclasses.replace(settings, matcher=dataclasses.replace(settings.matcher, models_dir=str(work)))
     t = time.monotonic()
-    report = teach(local, benchmark="synthetic", split="train", kind="agentic", run_id=run_id)
-    print(report.summary() if hasattr(report, "summary") else report, flush=True)
-    _, sft = train_matcher(local, stage="sft", benchmarks=["synthetic"], out=str(work / "sft"),
-                           max_steps=d.sft_steps, max_examples=d.sft_examples)
-    print(f"SFT model: {sft} ({time.monotonic() - t:.0f} s so far)", flush=True)
-    model = sft
-    if d.rl_steps:
-        _, model = train_matcher(local, stage="rl", benchmarks=["synthetic"], init=str(sft), out=str(work / "rl"),
-                                 max_steps=d.rl_steps, max_examples=d.rl_examples)
-        print(f"RL model: {model} ({time.monotonic() - t:.0f} s so far)", flush=True)
+    # A killed first run leaves .partial: train-matcher continues from its finished tiers.
+    card, model = train_matcher(demo_training_settings(settings, work), stage="all", benchmarks=["synthetic"],
+                                out=str(work / "cascade"))
+    held_out = card.metrics["validation"]["fast_combiner_held_out"]
+    print(f"cascade: {model} in {time.monotonic() - t:.0f} s; held-out valid F1 {held_out['f1']:.3f}", flush=True)
     shutil.rmtree(final, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # The cache holds the last stage only, under its final name once complete.
     shutil.move(str(model), str(final))
     shutil.rmtree(work, ignore_errors=True)
     return final
+
+
+def print_quality(settings: Settings, truth_csv: Path, run_id: str, ours: str) -> dict:
+    """The night's matches against the generator's truth, and any wrong match behind a listed undercut."""
+    from epm_spark.io.delta import read_pandas
+    from epm_spark.pipeline.truth import score_matches, wrong_matches
+
+    scores = score_matches(settings.warehouse, truth_csv, run_id)
+    print("matches against truth.csv:")
+    for score in scores:
+        print(score.line())
+    gaps = read_pandas(settings.warehouse, "price_comparisons", filters=[("run_id", "=", run_id)])
+    undercuts = gaps[gaps["percent"] < 0].sort_values("percent").head(5)
+    wrong = wrong_matches(truth_csv, list(zip(undercuts["our_source"], undercuts["our_id"],
+                                              undercuts["competitor_source"], undercuts["competitor_id"])))
+    print(f"largest undercuts listed: {len(undercuts)}, of them wrong matches: {len(wrong)}")
+    return {"f1": {f"{s.left}->{s.right}": s.f1 for s in scores}, "wrong_undercuts": len(wrong)}
 
 
 def run_demo(settings: Settings, *, products: int | None = None, competitors: int | None = None,
@@ -147,6 +170,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
     price = night.reports.get("price-match")
     if price is not None:
         print(price.summary())
+    quality = print_quality(settings, report.out / "truth.csv", run_id, "ours")
     print(f"\nwarehouse: {Path(settings.warehouse).resolve()}")
     for row in describe_warehouse(settings.warehouse):
         print(f"  {row['table']:<22} {row['rows']:>8,} rows  version {row['version']}")
@@ -156,7 +180,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
     print("  notebooks/price_gaps.ipynb and notebooks/cluster_review.ipynb read this warehouse")
     total = time.monotonic() - start
     print("\ntimings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()) + f"; total {total:.0f} s")
-    return timings
+    return {"timings": timings, "quality": quality}
 
 
 def main(argv: list[str] | None = None) -> int:

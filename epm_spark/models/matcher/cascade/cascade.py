@@ -31,7 +31,7 @@ import pandas as pd
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade.combiner import Combiner
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
-from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, evidence_features
+from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, pair_features
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
@@ -109,7 +109,7 @@ class Cascade:
         pairs = pairs.reset_index(drop=True)
         t0 = time.perf_counter()
         evidence = self.teacher.evidence(pairs)
-        x = evidence_features(evidence, self.teacher)
+        x = pair_features(pairs, evidence, self.teacher)
         p_teacher = self.teacher_tier.predict_proba(x[self.teacher_tier.features])
         sure = self.spec["teacher_sure"]
         by_teacher = (p_teacher < sure) | (p_teacher > 1 - sure)

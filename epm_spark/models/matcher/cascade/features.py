@@ -8,10 +8,19 @@ written with other catalogs in view. Per pair:
 * ``teacher_score``: the rules' log-odds (clipped to [-12, 12]);
 * ``<attribute>_same`` / ``<attribute>_different``: one-hot verdicts (``unknown`` is neither);
 * ``model_near_miss``: the model numbers differ by a variant (MZ-77E1T0 vs MZ-77E2T0);
-* ``line_similarity``: the weighted token overlap of the product lines.
+* ``line_similarity``: the weighted token overlap of the product lines;
+* ``codes_jaccard``: the Jaccard overlap of the title tokens that hold a digit (model codes,
+  capacities, years), a classic entity-matching similarity (Konda et al., 2016, Magellan);
+* ``price_log_ratio`` / ``price_known``: ``|log(price_a / price_b)|`` where both prices are known in
+  the same currency (an upgrade edition and the full product differ mainly by price), else 0 and 0.
 """
 
 from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,19 +29,40 @@ from epm_spark.models.matcher.attributes import Evidence
 from epm_spark.models.matcher.decision import ATTRIBUTES
 from epm_spark.models.matcher.teacher import AgenticTeacher
 
-__all__ = ["TEACHER_FEATURES", "teacher_features", "evidence_features"]
+__all__ = ["TEACHER_FEATURES", "teacher_features", "pair_features"]
 
 TEACHER_FEATURES: tuple[str, ...] = (
     "teacher_score",
     *(f"{a}_{v}" for a in ATTRIBUTES for v in ("same", "different")),
     "model_near_miss",
     "line_similarity",
+    "codes_jaccard",
+    "price_log_ratio",
+    "price_known",
 )
 
+_CODE = re.compile(r"[^\W_]*\d[\w\-./]*", re.UNICODE)
 
-def evidence_features(evidence: list[Evidence], teacher: AgenticTeacher) -> pd.DataFrame:
+
+def _codes(title: Any) -> set[str]:
+    return {t.strip("-./").lower() for t in _CODE.findall(str(title or ""))} - {""}
+
+
+def _price(row: Mapping[str, Any], side: str) -> tuple[float | None, str | None]:
+    value, currency = row.get(f"{side}_price"), row.get(f"{side}_currency")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None, None
+    if not math.isfinite(value) or value <= 0:
+        return None, None
+    return value, (currency if isinstance(currency, str) and currency else None)
+
+
+def pair_features(pairs: pd.DataFrame, evidence: list[Evidence], teacher: AgenticTeacher) -> pd.DataFrame:
+    """The features of :data:`TEACHER_FEATURES` for each row of a pair frame and its evidence."""
     rows = []
-    for e in evidence:
+    for r, e in zip(pairs.to_dict("records"), evidence, strict=True):
         score, _ = teacher.rules.score(e)
         row = {"teacher_score": float(np.clip(score, -12.0, 12.0))}
         for a in ATTRIBUTES:
@@ -41,6 +71,12 @@ def evidence_features(evidence: list[Evidence], teacher: AgenticTeacher) -> pd.D
         mn = e["model_number"]
         row["model_near_miss"] = float(mn.verdict == "different" and mn.reason == "near miss")
         row["line_similarity"] = float(e.line_similarity)
+        a, b = _codes(r.get("left_title")), _codes(r.get("right_title"))
+        row["codes_jaccard"] = len(a & b) / len(a | b) if a | b else 0.0
+        (pa, ca), (pb, cb) = _price(r, "left"), _price(r, "right")
+        known = pa is not None and pb is not None and (ca is None or cb is None or ca == cb)
+        row["price_log_ratio"] = abs(math.log(pa / pb)) if known else 0.0
+        row["price_known"] = float(known)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(TEACHER_FEATURES), dtype=float)
 
@@ -49,4 +85,4 @@ def teacher_features(pairs: pd.DataFrame, teacher: AgenticTeacher | None = None)
     """(features, evidence) for each row of a pair frame, in row order."""
     teacher = teacher or AgenticTeacher()
     evidence = teacher.evidence(pairs)
-    return evidence_features(evidence, teacher), evidence
+    return pair_features(pairs, evidence, teacher), evidence

@@ -29,6 +29,8 @@ class CascadeSettings:
     label_examples: int = 3000
     explain_examples: int = 300
     positive_share: float = 0.4
+    # GRPO's completion budget for short decisions (about 15-30 tokens): a step takes seconds on a CPU.
+    short_completion_tokens: int = 48
     # Valid pairs the student scores (per benchmark): its combiner weight and RL-vs-SFT comparison.
     student_valid_pairs: int = 1200
     # Cross-fitting folds and L2 strength (C) of the combiners.
@@ -43,7 +45,7 @@ class CascadeSettings:
             raise ConfigError(f"cascade.band must be >= 0, got {self.band}")
         if not 0.0 <= self.max_student_share <= 1.0:
             raise ConfigError(f"cascade.max_student_share must be in [0, 1], got {self.max_student_share}")
-        for name in ("label_examples", "student_valid_pairs", "folds"):
+        for name in ("label_examples", "student_valid_pairs", "folds", "short_completion_tokens"):
             if getattr(self, name) < (2 if name == "folds" else 1):
                 raise ConfigError(f"cascade.{name} must be positive, got {getattr(self, name)}")
         if self.explain_examples < 0:

@@ -35,7 +35,7 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, logit
 from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
-from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, evidence_features
+from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
@@ -109,7 +109,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     # 1. The teacher tier: its evidence as features, calibrated on the train split.
     teacher = AgenticTeacher()
     train_evidence, valid_evidence = teacher.evidence(train), teacher.evidence(valid)
-    x_train, x_valid = evidence_features(train_evidence, teacher), evidence_features(valid_evidence, teacher)
+    x_train, x_valid = pair_features(train, train_evidence, teacher), pair_features(valid, valid_evidence, teacher)
     teacher_tier, _ = fit_combiner(x_train, y_train, folds=settings.folds, c=settings.c, seed=settings.seed)
     p_teacher = teacher_tier.predict_proba(x_valid)
     timings["teacher"] = round(time.monotonic() - started, 1)
@@ -207,7 +207,8 @@ def _train_student(train, train_evidence, valid, out: Path, matcher: MatcherSett
     if not is_model_folder(rl_dir):
         if not reward_funcs:
             raise InputError("the student's RL stage needs reward functions (build_rewards(settings, short=True))")
-        rl = replace(matcher.rl, short_decision=True, max_steps=max_steps or matcher.rl.max_steps)
+        rl = replace(matcher.rl, short_decision=True, max_steps=max_steps or matcher.rl.max_steps,
+                     max_completion_length=min(matcher.rl.max_completion_length, s.short_completion_tokens))
         train_rl(train, str(sft_dir), rl_dir, reward_funcs=reward_funcs, reward_weights=reward_weights,
                  settings=rl, inference=matcher.inference, valid=None)
     groups = valid.groupby("benchmark") if "benchmark" in valid else [("all", valid)]

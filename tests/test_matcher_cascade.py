@@ -1,0 +1,264 @@
+"""The matcher cascade: combiner calibration, short decisions, resumable --stage all, ablation, the Spark job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from cascade_tiny import build_tiny_cross_encoder, split_pairs, tiny_cascade_settings
+from matcher_pairs import write_hard_warehouse
+from tiny_student import tiny_student  # noqa: F401
+
+from epm_spark.cli import main
+from epm_spark.errors import InputError
+from epm_spark.models.matcher.cascade import train as cascade_train
+from epm_spark.models.matcher.cascade.cascade import TIERS, Cascade, is_cascade
+from epm_spark.models.matcher.cascade.combiner import fit_combiner
+from epm_spark.models.matcher.decision import DecisionFormatError, parse_short_decision, short_decision_json
+from epm_spark.models.matcher.evaluation import matching_metrics, paired_bootstrap_f1
+from epm_spark.models.matcher.model_folder import read_card
+from epm_spark.models.matcher.rewards import build_rewards
+from epm_spark.models.matcher.teacher import AgenticTeacher
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory):
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+# ----------------------------------------------------------------------------- combiner
+
+
+def test_combiner_reports_held_out_figures_not_its_training_fit():
+    """On pure noise an in-sample fit looks skilful; the cross-fitted figures must not."""
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.normal(size=(80, 70)), columns=[f"f{i}" for i in range(70)])
+    y = (rng.random(80) < 0.3).astype(int)
+    combiner, oof = fit_combiner(x, y, folds=5, c=100.0)
+    in_sample = combiner.predict_proba(x)
+    in_sample_f1 = matching_metrics(in_sample >= 0.5, y)["f1"]
+    assert in_sample_f1 > 0.95  # the training fit memorises noise
+    assert combiner.held_out["f1"] < in_sample_f1 - 0.3
+    assert not np.allclose(oof, in_sample, atol=0.05)
+    assert combiner.held_out["pairs"] == 80 and combiner.held_out["folds"] == 5
+
+
+def test_combiner_probabilities_are_calibrated_on_new_pairs():
+    rng = np.random.default_rng(1)
+
+    def sample(n):
+        y = (rng.random(n) < 0.2).astype(int)
+        return pd.DataFrame({"signal": rng.normal(1.5 * y, 1.0), "noise": rng.normal(size=n)}), y
+
+    x, y = sample(3000)
+    combiner, _ = fit_combiner(x, y)
+    x_new, y_new = sample(20000)
+    p = combiner.predict_proba(x_new)
+    bins = np.digitize(p, np.linspace(0, 1, 11)[1:-1])
+    gaps = [abs(p[bins == b].mean() - y_new[bins == b].mean()) for b in range(10) if (bins == b).sum() > 200]
+    assert max(gaps) < 0.05
+    assert combiner.contributions()["signal"] > 5 * abs(combiner.contributions()["noise"])
+
+
+def test_combiner_needs_both_classes():
+    with pytest.raises(InputError, match="at least 2 matches and 2 non-matches"):
+        fit_combiner(pd.DataFrame({"a": [0.0, 1.0, 2.0]}), np.array([1, 0, 0]))
+
+
+def test_paired_bootstrap_interval_brackets_the_difference():
+    rng = np.random.default_rng(2)
+    gold = rng.random(1000) < 0.3
+    good = np.where(rng.random(1000) < 0.9, gold, ~gold)
+    bad = np.where(rng.random(1000) < 0.7, gold, ~gold)
+    r = paired_bootstrap_f1(good, bad, gold)
+    assert r["ci95_low"] > 0 and r["ci95_low"] <= r["difference"] <= r["ci95_high"]
+    same = paired_bootstrap_f1(good, good, gold)
+    assert same["ci95_low"] == same["ci95_high"] == 0.0
+
+
+# ----------------------------------------------------------------------------- short decision
+
+
+def test_short_decision_round_trips_and_is_strict():
+    text = short_decision_json("no_match", {"capacity": "different", "brand": "same", "colour": "unknown"})
+    assert text == '{"label": "no_match", "evidence": {"brand": "same", "capacity": "different"}}'
+    decision = parse_short_decision(text)
+    assert decision.label == "no_match" and decision.evidence == {"brand": "same", "capacity": "different"}
+    for bad, reason in [('{"label": "match"}', "exactly the keys"), ('{"label": "yes", "evidence": {}}', "label must"),
+                        ('{"label": "match", "evidence": {"brand": "same"', "truncated"),
+                        ('Sure! {"label": "match", "evidence": {}}', "text before")]:
+        with pytest.raises(DecisionFormatError, match=reason):
+            parse_short_decision(bad)
+
+
+def test_short_rewards_score_short_decisions():
+    rewards = build_rewards(None, short=True)
+    fmt, label, _ = rewards.funcs
+    completions = ['{"label": "match", "evidence": {"brand": "same"}}', '{"label": "no_match", "evidence": {}}',
+                   "match"]
+    assert fmt(None, completions) == [1.0, 1.0, 0.0]
+    assert label(None, completions, gold_label=[1, 1, 1]) == [1.0, 0.0, 0.0]
+
+
+# ----------------------------------------------------------------------------- training and decisions
+
+
+def _frames():
+    pairs = split_pairs({"train": 3, "valid": 2})
+    train, valid = pairs[pairs.split == "train"], pairs[pairs.split == "valid"]
+    decided = AgenticTeacher().decide(train)
+    explained = train.assign(decision_json=[r.decision.to_json() for r in decided])
+    return train.reset_index(drop=True), valid.reset_index(drop=True), explained
+
+
+def _train(settings, out, **kwargs):
+    train, valid, explained = _frames()
+    rewards = build_rewards(settings, short=True)
+    return cascade_train.train_cascade(train, valid, out, matcher=settings.matcher, explained=explained,
+                                       reward_funcs=rewards.funcs, reward_weights=rewards.weights, max_steps=2,
+                                       **kwargs)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_student, tiny_ce):
+    from epm_spark.config import load_settings
+
+    settings = tiny_cascade_settings(load_settings(), tiny_student, tiny_ce)
+    out = tmp_path_factory.mktemp("cascade") / "cascade-v1"
+    card = _train(settings, out)
+    return settings, out, card
+
+
+def test_stage_all_resumes_from_finished_tiers(tmp_path, tiny_student, tiny_ce, monkeypatch):
+    from epm_spark.config import load_settings
+
+    settings = tiny_cascade_settings(load_settings(), tiny_student, tiny_ce)
+    out = tmp_path / "cascade"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import epm_spark.models.matcher.sft as sft_module
+
+    real_sft = sft_module.train_sft
+    monkeypatch.setattr(sft_module, "train_sft", killed)
+    with pytest.raises(KeyboardInterrupt):
+        _train(settings, out)
+    assert (out / "cross_encoder" / "model" / "config.json").is_file()
+    assert (out / "scores" / "valid_cross_encoder.npy").is_file()
+    assert not is_cascade(out)  # no card, no cascade.json: not a usable model yet
+    ce_scores = np.load(out / "scores" / "valid_cross_encoder.npy")
+
+    def retrained(*args, **kwargs):
+        raise AssertionError("the finished cross-encoder was trained again")
+
+    monkeypatch.setattr(cascade_train, "train_cross_encoder", retrained)
+    monkeypatch.setattr(sft_module, "train_sft", real_sft)
+    card = _train(settings, out)
+    assert is_cascade(out) and card.stage == "cascade"
+    assert np.array_equal(np.load(out / "scores" / "valid_cross_encoder.npy"), ce_scores)
+    assert (out / "student-sft" / "matcher.json").is_file() and (out / "student-rl" / "matcher.json").is_file()
+
+
+def test_cascade_card_and_decisions(trained):
+    settings, out, card = trained
+    spec = json.loads((out / "cascade.json").read_text())
+    assert set(spec["combiners"]) == {"teacher", "fast", "full"}
+    assert spec["combiners"]["full"]["features"][-1] == "student_logit"
+    student = card.training["student"]
+    assert student["used"] == "student-rl" and student["valid_pairs_scored"] == 20
+    assert {"difference", "ci95_low", "ci95_high"} <= set(student["rl_minus_sft"])
+    assert read_card(out / "student-rl").parent is not None  # RL started from the SFT student
+
+    cascade = Cascade.load(out, settings.matcher.inference)
+    _, valid, _ = _frames()
+    decided = cascade.decide(valid)
+    assert len(decided) == len(valid) and set(decided["decided_by"]) <= set(TIERS)
+    assert decided["probability"].between(0, 1).all() and decided["label"].isin(["match", "no_match"]).all()
+    assert decided["rationale"].str.len().gt(0).all()
+    # A wide band and no cap send every pair the cheap tiers were unsure of to the student.
+    cascade.spec.update(band=100.0, max_student_share=1.0, teacher_sure=0.0)
+    wide = cascade.decide(valid)
+    assert (wide["decided_by"] == "student").all() and wide["p_student"].notna().all()
+    cascade.spec.update(max_student_share=0.1)
+    capped = cascade.decide(valid)
+    assert (capped["decided_by"] == "student").sum() == 2  # ceil(10% of 20)
+
+
+def _benchmark_folder(path, pairs: pd.DataFrame):
+    path.mkdir()
+    for side, table in (("left", "tableA.csv"), ("right", "tableB.csv")):
+        rows = pairs[[f"{side}_id", f"{side}_title"]].drop_duplicates(f"{side}_id")
+        rows.set_axis(["id", "title"], axis=1).to_csv(path / table, index=False)
+    for split, group in pairs.groupby("split"):
+        group.rename(columns={"left_id": "ltable_id", "right_id": "rtable_id"})[
+            ["ltable_id", "rtable_id", "label"]].to_csv(path / f"{split}.csv", index=False)
+    return path
+
+
+def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce, capsys):
+    pairs = split_pairs({"train": 3, "valid": 2, "test": 1})
+    bench = _benchmark_folder(tmp_path / "hard", pairs)
+    wh, out = str(tmp_path / "warehouse"), tmp_path / "models" / "cascade"
+    tiny = ["--warehouse", wh, "--set", f"matcher.student={tiny_student}",
+            "--set", f"matcher.cascade.cross_encoder.base={tiny_ce}", "--set", "matcher.cascade.cross_encoder.max_length=48",
+            "--set", "matcher.cascade.label_examples=16", "--set", "matcher.cascade.explain_examples=4",
+            "--set", "matcher.cascade.student_valid_pairs=20", "--set", "matcher.cascade.folds=2",
+            "--set", "matcher.sft.batch_size=4", "--set", "matcher.sft.gradient_accumulation=1",
+            "--set", "matcher.sft.max_length=2048", "--set", "matcher.rl.num_generations=2",
+            "--set", "matcher.rl.prompts_per_step=1", "--set", "matcher.rl.pool=8",
+            "--set", "matcher.inference.max_new_tokens=16"]
+    assert main([*tiny, "load-benchmark", "--benchmark", str(bench)]) == 0
+    capsys.readouterr()
+    assert main([*tiny, "train-matcher", "--stage", "all", "--benchmark", "hard", "--out", str(out),
+                 "--max-steps", "1", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["stage"] == "cascade" and card["training"]["train_pairs"] == 30
+    # the teacher ran first: its decisions are in rationales, and the SFT student learned from them
+    assert card["training"]["data"]["tables"]["rationales"] is not None
+    assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--ablation",
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 10 and report["split"] == "test"
+    assert set(report["tiers_alone"]) == {"teacher", "cross_encoder", "student_sft", "student_rl"}
+    for r in (report["cascade"], *report["tiers_alone"].values()):
+        assert {"precision", "recall", "f1", "pairs_per_s"} <= set(r) and 0 <= r["f1"] <= 1
+        assert r["tp"] + r["fn"] == 5
+    assert sum(report["cascade"]["decided_by"].values()) == pytest.approx(1.0)
+    assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--mode",
+                 "explain", "--limit", "4", "--json"]) == 0
+    explained = json.loads(capsys.readouterr().out)["explain"]
+    assert explained["pairs"] == 4 and 0 <= explained["format_valid_rate"] <= 1
+    assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(tiny_student),
+                 "--ablation"]) == 2
+    assert "--ablation needs a cascade model folder" in capsys.readouterr().err
+
+
+def test_spark_match_job_runs_the_cascade(spark, tmp_path, trained):
+    from epm_spark.config import load_settings
+    from epm_spark.io.delta import read_pandas, write_pandas
+    from epm_spark.io.schemas import CANDIDATES
+    from epm_spark.pipeline.match import match
+
+    settings, out, _ = trained
+    wh = str(tmp_path / "warehouse")
+    frame = write_hard_warehouse(wh)
+    candidates = pd.DataFrame({"left_id": frame["left_id"], "right_id": frame["right_id"],
+                               "left_source": "hard_left", "right_source": "hard_right",
+                               "similarity": np.linspace(0.2, 0.9, len(frame)).astype("float32"),
+                               "rank": np.ones(len(frame), dtype="int32"), "run_id": "r1"})
+    write_pandas(wh, "candidates", candidates[CANDIDATES.columns], mode="append", run_id="r1")
+    run_settings = load_settings(overrides=["spark.ui_enabled=false", "match.similarity_floor=0.3",
+                                            "match.explain=band", "match.max_explain_per_batch=1"], warehouse=wh)
+    run_settings.matcher = settings.matcher
+    report = match(spark, run_settings, left="hard_left", right="hard_right", run_id="r1", model=str(out))
+    matches = read_pandas(wh, "matches", filters=[("run_id", "=", "r1")])
+    assert report.candidates == len(matches) == len(candidates)
+    assert sorted(zip(matches.left_id, matches.right_id)) == sorted(zip(candidates.left_id, candidates.right_id))
+    assert set(matches.decided_by) <= {"floor", *TIERS}
+    assert (matches[matches.decided_by == "floor"].similarity < 0.3).all()
+    model_rows = matches[matches.decided_by != "floor"]
+    assert model_rows.decision_json.notna().all() and model_rows.probability.between(0, 1).all()
+    assert sum(report.decided_by.values()) == len(candidates)
