@@ -100,10 +100,8 @@ def _verb_ingest(sub) -> None:
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.ingest import ingest, parse_column_map
 
-        if args.currency:
-            settings.ingest.default_currency = args.currency
         report = ingest(_spark(settings), settings, input_path=args.input, source=args.source,
-                        fmt=args.format, column_map=parse_column_map(args.map),
+                        fmt=args.format, column_map=parse_column_map(args.map), currency=args.currency,
                         run_id=args.run_id or default_run_id())
         print(report.summary())
         return 0
@@ -348,7 +346,8 @@ def _verb_review(sub) -> None:
         _common(q)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import export_review, import_review
+        from epm_spark.models.matcher.jobs import export_review
+        from epm_spark.pipeline.review import import_review
 
         if args.action == "export":
             path, n = export_review(settings, args.out, benchmark=args.benchmark,
@@ -406,6 +405,9 @@ def _evaluate_teacher(evaluations) -> None:
             print(f"{result['benchmark']} {result['split']}: {result['teacher']} precision {result['precision']:.4f} "
                   f"recall {result['recall']:.4f} F1 {result['f1']:.4f}; {result['to_review']} of {result['pairs']} "
                   f"pairs to review; {result['seconds']} s ({result['pairs_per_s']} pairs/s)")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _verb_train_matcher(sub) -> None:
@@ -639,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epm-spark {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; no table was changed by the unfinished step", file=sys.stderr)
+        # A job may commit several tables (or partitions) one after another: those already
+        # committed keep their new version; only the commit in progress is not applied.
+        print(f"epm-spark {args.verb}: interrupted; tables committed before the interruption keep their new "
+              "version, the commit in progress was not applied; re-run the same command to finish",
+              file=sys.stderr)
         return 130
 
 

@@ -390,8 +390,9 @@ def load_settings(
 ) -> Settings:
     """Read ``path`` (default ``conf/local.yaml``), apply ``key=value`` overrides, validate.
 
-    The warehouse comes from, in order: the ``warehouse`` argument (``--warehouse``),
-    ``EPM_WAREHOUSE``, the file, the default ``./warehouse``.
+    The warehouse comes from, in order: the ``warehouse`` argument (``--warehouse``) or a
+    ``warehouse=`` override (both given and different is an error), ``EPM_WAREHOUSE``, the
+    file, the default ``./warehouse``. What a person typed wins over the environment.
     """
     conf_path = Path(path) if path is not None else DEFAULT_CONF
     data: dict[str, Any] = {}
@@ -405,10 +406,13 @@ def load_settings(
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{conf_path} must hold a mapping of sections")
         data = loaded or {}
-    for assignment in overrides:
-        _apply_override(data, assignment, Settings)
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
+    for assignment in overrides:
+        _apply_override(data, assignment, Settings)
+    overridden = data.get("warehouse") if any(a.split("=", 1)[0].strip() == "warehouse" for a in overrides) else None
+    if warehouse and overridden is not None and str(overridden) != warehouse:
+        raise ConfigError(f"--warehouse {warehouse} and --set warehouse={overridden} disagree; give one of them")
     if warehouse:
         data["warehouse"] = warehouse
     return from_dict(Settings, data)
