@@ -29,7 +29,7 @@ def test_generate_ingest_and_query(spark, warehouse, tmp_path, capsys):
     assert all(r["n"] > 30 and r["cur"] == "EUR" for r in rows)
     assert main([*base, "tables", "--json"]) == 0
     tables = {t["table"] for t in json.loads(capsys.readouterr().out)}
-    assert tables == {"labelled_pairs", "products", "products_quarantine"}
+    assert tables == {"labelled_pairs", "products", "products_quarantine", "job_runs"}
 
 
 def test_user_errors_exit_2_with_one_line(spark, warehouse, capsys):
@@ -66,14 +66,14 @@ def test_evaluate_teacher_runs_on_a_benchmark_folder(tmp_path, capsys):
     assert result["benchmark"] == "mini" and result["pairs"] == 3 and result["teacher"] == "agentic"
 
 
-def test_interrupt_does_not_claim_that_nothing_changed(monkeypatch, capsys):
+def test_interrupt_does_not_claim_that_nothing_changed(monkeypatch, warehouse, capsys):
     import epm_spark.pipeline.generate as generate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(generate, "generate", interrupted)
-    assert main(["generate"]) == 130
+    assert main(["--warehouse", warehouse, "generate"]) == 130
     err = capsys.readouterr().err
     assert "no table was changed" not in err
     assert "committed before the interruption keep their new version" in err

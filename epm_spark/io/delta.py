@@ -35,6 +35,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -64,6 +67,7 @@ __all__ = [
     "describe_warehouse",
     "list_tables",
     "uses_native_delta",
+    "observe_commits",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,7 +96,31 @@ class CommitInfo:
     def __str__(self) -> str:
         if self.skipped:
             return f"{self.table}: already committed for this run, nothing written"
+        if self.rows < 0:  # delta-spark does not say how many rows it wrote
+            return f"{self.table}: {self.mode} via delta-spark -> version {self.version}"
         return f"{self.table}: {self.mode} {self.rows:,} rows in {self.files} files -> version {self.version}"
+
+
+# Who wants to hear of each commit: job_runs bookkeeping counts rows and versions per table
+# without every job reporting them itself.
+_LISTENERS: ContextVar[tuple[Callable[[CommitInfo], None], ...]] = ContextVar("epm_commit_listeners", default=())
+
+
+@contextmanager
+def observe_commits(listener: Callable[[CommitInfo], None]) -> Iterator[None]:
+    """Call ``listener`` with the :class:`CommitInfo` of every write committed inside the block."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
+def _committed(info: CommitInfo) -> CommitInfo:
+    log.info("%s", info)
+    for listener in _LISTENERS.get():
+        listener(info)
+    return info
 
 
 # ----------------------------------------------------------------------------- paths
@@ -511,9 +539,7 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
         log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
         _remove_if_empty(uri)
         raise
-    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
-    log.info("%s", info)
-    return info
+    return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
 
 def _remove_if_empty(uri: str) -> None:
@@ -539,8 +565,7 @@ def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: d
     from deltalake import DeltaTable
 
     version = DeltaTable(uri).version()
-    log.info("%s: %s via delta-spark -> version %s", spec.name, mode, version)
-    return CommitInfo(spec.name, version, -1, -1, mode)
+    return _committed(CommitInfo(spec.name, version, -1, -1, mode))
 
 
 def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode: WriteMode, *,
@@ -574,9 +599,7 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
         _delete_staged(uri, write_id)
         _remove_if_empty(uri)
         raise
-    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
-    log.info("%s", info)
-    return info
+    return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
 
 # ----------------------------------------------------------------------------- inventory
