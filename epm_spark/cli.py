@@ -194,6 +194,27 @@ def _verb_schema(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_nightly(sub) -> None:
+    p = sub.add_parser("nightly", help="the whole night from a plan: ingest, embed, block, match, dedup, price-match")
+    p.add_argument("--plan", required=True, help="plan file, e.g. conf/nightly.yaml")
+    p.add_argument("--force", action="store_true",
+                   help="redo every step, also those an earlier attempt of this run finished")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.nightly import load_plan, run_nightly
+
+        plan = load_plan(args.plan)
+        night = run_nightly(_spark(settings), settings, plan, run_id=args.run_id or default_run_id(),
+                            force=args.force)
+        print()
+        print(night.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _verb_runs(sub) -> None:
     p = sub.add_parser("runs", help="list job attempts from job_runs, newest first")
     p.add_argument("--last", type=int, default=20, help="attempts to show (0: all; default 20)")
@@ -539,6 +560,7 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_match,
     _verb_dedup,
     _verb_price_match,
+    _verb_nightly,
     _verb_teach,
     _verb_review,
     _verb_train_judge,

@@ -90,3 +90,27 @@ def test_transformers_bound_allows_only_versions_that_read_a_float_warmup_as_a_r
     [req] = [Requirement(r) for r in project["project"]["dependencies"] if Requirement(r).name == "transformers"]
     assert not req.specifier.contains(Version("4.57.0"))
     assert req.specifier.contains(Version("5.0.0"))
+
+
+@pytest.mark.parametrize("plan, message", [
+    (None, "nightly plan {path} does not exist"),
+    ("exports: {competitor_a: {path: a.csv}}\n", "ours: no export for our catalog 'ours'"),
+    ("exports: {ours: {path: o.csv}}\nsteps: [ingest, teleport]\n", "setting 'steps[1]' must be one of"),
+    ("exports: {ours: {path: o.csv, delimiter: ';'}}\n", "unknown setting 'exports.ours.delimiter'"),
+])
+def test_nightly_plan_errors_are_one_line(tmp_path, warehouse, capsys, plan, message):
+    path = tmp_path / "plan.yaml"
+    if plan is not None:
+        path.write_text(plan)
+    assert main(["--warehouse", warehouse, "nightly", "--plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_shipped_nightly_plan_loads():
+    from pathlib import Path
+
+    from epm_spark.pipeline.nightly import STEPS, load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "conf" / "nightly.yaml")
+    assert plan.ours == "ours" and plan.competitors and plan.steps == list(STEPS)
