@@ -383,6 +383,19 @@ def _apply_override(data: dict[str, Any], assignment: str, root: type = None) ->
         node[parts[-1]] = raw
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (``what`` names the file in errors); empty for an empty file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    return loaded or {}
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -397,15 +410,7 @@ def load_settings(
     conf_path = Path(path) if path is not None else DEFAULT_CONF
     data: dict[str, Any] = {}
     if path is not None or conf_path.exists():
-        if not conf_path.exists():
-            raise ConfigError(f"configuration file {conf_path} does not exist")
-        try:
-            loaded = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{conf_path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{conf_path} must hold a mapping of sections")
-        data = loaded or {}
+        data = read_yaml_mapping(conf_path, "configuration file")
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
     for assignment in overrides:

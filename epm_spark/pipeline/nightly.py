@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
-
-from epm_spark.config import Settings, from_dict
+from epm_spark.config import Settings, from_dict, read_yaml_mapping
 from epm_spark.errors import ConfigError, EpmError, InputError
 from epm_spark.io.schemas import check_partition_value
 
@@ -87,12 +85,7 @@ class NightlyPlan:
 def load_plan(path: str | Path) -> NightlyPlan:
     """Read a plan file strictly: an unknown key or a wrong type is an error naming the file and key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"nightly plan {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    data = read_yaml_mapping(path, "nightly plan")
     try:
         return from_dict(NightlyPlan, data)
     except ConfigError as exc:
