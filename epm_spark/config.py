@@ -197,9 +197,17 @@ class PriceMatchSettings:
     # Units of `currency` per unit of each currency; a price in a currency not listed is not converted.
     rates: dict[str, float] = field(default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17})
     min_probability: float | None = None
+    # A competitor price below min_ratio or above max_ratio times ours is flagged implausible
+    # (a wrong match, a multipack, a unit or currency error) and not reported as an undercut.
+    min_ratio: float = 0.35
+    max_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         from epm_spark.io.prices import normalise_currency
+
+        if not 0.0 < self.min_ratio < 1.0 < self.max_ratio:
+            raise ConfigError(f"need 0 < min_ratio < 1 < max_ratio, got min_ratio {self.min_ratio}, "
+                              f"max_ratio {self.max_ratio}")
 
         code = normalise_currency(self.currency)
         if code is None:

@@ -39,7 +39,7 @@ DEMO_MATCHER_RECIPE = 1
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
     "SELECT our_title, competitor_source, our_price, competitor_price, percent FROM price_comparisons "
-    "WHERE percent < 0 ORDER BY percent LIMIT 10",
+    "WHERE percent < 0 AND NOT implausible ORDER BY percent LIMIT 10",
     "SELECT cluster_id, cluster_size, collect_list(product_id) AS listings FROM clusters WHERE cluster_size > 1 "
     "GROUP BY cluster_id, cluster_size ORDER BY cluster_size DESC LIMIT 10",
 ]

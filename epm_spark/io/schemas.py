@@ -241,6 +241,8 @@ PRICE_COMPARISONS = _table(
         ("currency", pa.string(), "the reporting currency"),
         ("difference", pa.float64(), "competitor_price - our_price"),
         ("percent", pa.float64(), "difference / our_price * 100"),
+        ("implausible", pa.bool_(), "competitor price outside price_match.min_ratio..max_ratio of ours: "
+                                    "check the match, not an undercut"),
         ("match_probability", pa.float64(), "how sure the matcher is"),
         ("rationale", pa.string(), "why the matcher said match"),
         ("run_id", pa.string(), "the run"),
