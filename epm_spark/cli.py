@@ -20,7 +20,7 @@ from typing import Any
 
 from epm_spark import __version__
 from epm_spark.config import Settings, load_settings
-from epm_spark.errors import EpmError
+from epm_spark.errors import EpmError, InputError
 
 log = logging.getLogger("epm_spark")
 
@@ -52,6 +52,18 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
+def _observe(report: Any) -> None:
+    from epm_spark.pipeline.runs import observe
+
+    observe(report)
+
+
+def _show(report: Any) -> None:
+    """Print a job's report, and hand it to the job_runs row of this attempt."""
+    _observe(report)
+    print(report.summary())
+
+
 def _print_result(result: dict[str, Any], as_json: bool) -> None:
     """A flat evaluation result: JSON, or one aligned ``key value`` line per figure."""
     if as_json:
@@ -78,7 +90,7 @@ def _verb_generate(sub) -> None:
 
         report = generate(settings, out=args.out, products=args.products, competitors=args.competitors,
                           seed=args.seed)
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -100,12 +112,10 @@ def _verb_ingest(sub) -> None:
     def run(args, settings: Settings) -> int:
         from epm_spark.pipeline.ingest import ingest, parse_column_map
 
-        if args.currency:
-            settings.ingest.default_currency = args.currency
         report = ingest(_spark(settings), settings, input_path=args.input, source=args.source,
-                        fmt=args.format, column_map=parse_column_map(args.map),
+                        fmt=args.format, column_map=parse_column_map(args.map), currency=args.currency,
                         run_id=args.run_id or default_run_id())
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -123,7 +133,7 @@ def _verb_load_benchmark(sub) -> None:
 
         report = load_benchmark_tables(None, settings, path=args.benchmark, name=args.name,
                                        run_id=args.run_id or default_run_id())
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -184,6 +194,49 @@ def _verb_schema(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_nightly(sub) -> None:
+    p = sub.add_parser("nightly", help="the whole night from a plan: ingest, embed, block, match, dedup, price-match")
+    p.add_argument("--plan", required=True, help="plan file, e.g. conf/nightly.yaml")
+    p.add_argument("--force", action="store_true",
+                   help="redo every step, also those an earlier attempt of this run finished")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.nightly import load_plan, run_nightly
+
+        plan = load_plan(args.plan)
+        night = run_nightly(_spark(settings), settings, plan, run_id=args.run_id or default_run_id(),
+                            force=args.force)
+        print()
+        print(night.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_runs(sub) -> None:
+    p = sub.add_parser("runs", help="list job attempts from job_runs, newest first")
+    p.add_argument("--last", type=int, default=20, help="attempts to show (0: all; default 20)")
+    p.add_argument("--run-id", default=None, help="only this run")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.runs import format_runs, read_runs
+
+        if args.last < 0:
+            raise InputError(f"--last must be >= 0, got {args.last}")
+        frame = read_runs(settings.warehouse, last=args.last or None, run_id=args.run_id)
+        if args.json:
+            _print_json(frame.to_dict("records"))
+        else:
+            print(format_runs(frame))
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _verb_train_encoder(sub) -> None:
     p = sub.add_parser("train-encoder", help="train the dual-encoder on labelled_pairs: contrastive, then roar")
     p.add_argument("--stage", required=True, choices=["contrastive", "roar"])
@@ -219,7 +272,7 @@ def _verb_embed(sub) -> None:
         sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
         report = embed(_spark(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
                        model=args.model)
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -238,7 +291,7 @@ def _verb_block(sub) -> None:
 
         report = block(_spark(settings), settings, left=args.left, right=args.right, k=args.k,
                        run_id=args.run_id or default_run_id())
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -261,7 +314,7 @@ def _verb_match(sub) -> None:
         report = match(_spark(settings), settings, left=args.left, right=args.right,
                        run_id=args.run_id or default_run_id(), candidates_run_id=args.candidates_run_id,
                        model=args.model, explain=args.explain)
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -279,7 +332,7 @@ def _verb_dedup(sub) -> None:
 
         report = dedup(_spark(settings), settings, source=args.source, run_id=args.run_id or default_run_id(),
                        matches_run_id=args.matches_run_id)
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -299,7 +352,7 @@ def _verb_price_match(sub) -> None:
         competitors = [c.strip() for c in args.competitors.split(",") if c.strip()]
         report = price_match(_spark(settings), settings, ours=args.ours, competitors=competitors,
                              run_id=args.run_id or default_run_id(), matches_run_id=args.matches_run_id)
-        print(report.summary())
+        _show(report)
         return 0
 
     p.set_defaults(func=run)
@@ -307,9 +360,10 @@ def _verb_price_match(sub) -> None:
 
 def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
+        _observe(report)
         _print_json(report.as_dict())
     else:
-        print(report.summary())
+        _show(report)
 
 
 def _verb_teach(sub) -> None:
@@ -348,7 +402,8 @@ def _verb_review(sub) -> None:
         _common(q)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import export_review, import_review
+        from epm_spark.models.matcher.jobs import export_review
+        from epm_spark.pipeline.review import import_review
 
         if args.action == "export":
             path, n = export_review(settings, args.out, benchmark=args.benchmark,
@@ -406,6 +461,9 @@ def _evaluate_teacher(evaluations) -> None:
             print(f"{result['benchmark']} {result['split']}: {result['teacher']} precision {result['precision']:.4f} "
                   f"recall {result['recall']:.4f} F1 {result['f1']:.4f}; {result['to_review']} of {result['pairs']} "
                   f"pairs to review; {result['seconds']} s ({result['pairs_per_s']} pairs/s)")
+        return 0
+
+    p.set_defaults(func=run)
 
 
 def _verb_train_matcher(sub) -> None:
@@ -495,12 +553,14 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_sql,
     _verb_tables,
     _verb_schema,
+    _verb_runs,
     _verb_train_encoder,
     _verb_embed,
     _verb_block,
     _verb_match,
     _verb_dedup,
     _verb_price_match,
+    _verb_nightly,
     _verb_teach,
     _verb_review,
     _verb_train_judge,
@@ -627,6 +687,31 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
 
 
+# Verbs that change nothing (or only a scratch warehouse) leave no job_runs row; nightly
+# records itself and its steps.
+_UNRECORDED = {"sql", "tables", "schema", "runs", "evaluate", "review export", "nightly"}
+
+
+def _job_name(args: argparse.Namespace) -> str | None:
+    name = f"{args.verb} {args.action}" if getattr(args, "action", None) else args.verb
+    return None if name in _UNRECORDED else name.replace(" ", "-")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    job = _job_name(args)
+    if job is None:
+        return int(args.func(args, settings) or 0)
+    from epm_spark.pipeline.runs import recorded
+
+    # One run id for the job's tables and its job_runs row, even when none was given.
+    run_id = getattr(args, "run_id", None) or default_run_id()
+    if hasattr(args, "run_id"):
+        args.run_id = run_id
+    arguments = {k: v for k, v in vars(args).items() if k not in ("func", "verbose")}
+    with recorded(settings, job, run_id=run_id, arguments=arguments):
+        return int(args.func(args, settings) or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -634,12 +719,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(args.conf, [*args.set_global, *getattr(args, "set_verb", [])],
                                  warehouse=args.warehouse)
-        return int(args.func(args, settings) or 0)
+        return _run(args, settings)
     except EpmError as exc:
         print(f"epm-spark {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; no table was changed by the unfinished step", file=sys.stderr)
+        # A job may commit several tables (or partitions) one after another: those already
+        # committed keep their new version; only the commit in progress is not applied.
+        print(f"epm-spark {args.verb}: interrupted; tables committed before the interruption keep their new "
+              "version, the commit in progress was not applied; re-run the same command to finish",
+              file=sys.stderr)
         return 130
 
 

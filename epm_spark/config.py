@@ -197,9 +197,17 @@ class PriceMatchSettings:
     # Units of `currency` per unit of each currency; a price in a currency not listed is not converted.
     rates: dict[str, float] = field(default_factory=lambda: {"EUR": 1.0, "USD": 0.92, "GBP": 1.17})
     min_probability: float | None = None
+    # A competitor price below min_ratio or above max_ratio times ours is flagged implausible
+    # (a wrong match, a multipack, a unit or currency error) and not reported as an undercut.
+    min_ratio: float = 0.35
+    max_ratio: float = 3.0
 
     def __post_init__(self) -> None:
         from epm_spark.io.prices import normalise_currency
+
+        if not 0.0 < self.min_ratio < 1.0 < self.max_ratio:
+            raise ConfigError(f"need 0 < min_ratio < 1 < max_ratio, got min_ratio {self.min_ratio}, "
+                              f"max_ratio {self.max_ratio}")
 
         code = normalise_currency(self.currency)
         if code is None:
@@ -385,6 +393,19 @@ def _apply_override(data: dict[str, Any], assignment: str, root: type = None) ->
         node[parts[-1]] = raw
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The mapping at the top of a YAML file (``what`` names the file in errors); empty for an empty file."""
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must hold a mapping")
+    return loaded or {}
+
+
 def load_settings(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -392,25 +413,21 @@ def load_settings(
 ) -> Settings:
     """Read ``path`` (default ``conf/local.yaml``), apply ``key=value`` overrides, validate.
 
-    The warehouse comes from, in order: the ``warehouse`` argument (``--warehouse``),
-    ``EPM_WAREHOUSE``, the file, the default ``./warehouse``.
+    The warehouse comes from, in order: the ``warehouse`` argument (``--warehouse``) or a
+    ``warehouse=`` override (both given and different is an error), ``EPM_WAREHOUSE``, the
+    file, the default ``./warehouse``. What a person typed wins over the environment.
     """
     conf_path = Path(path) if path is not None else DEFAULT_CONF
     data: dict[str, Any] = {}
     if path is not None or conf_path.exists():
-        if not conf_path.exists():
-            raise ConfigError(f"configuration file {conf_path} does not exist")
-        try:
-            loaded = yaml.safe_load(conf_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{conf_path} is not valid YAML: {exc}") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{conf_path} must hold a mapping of sections")
-        data = loaded or {}
-    for assignment in overrides:
-        _apply_override(data, assignment, Settings)
+        data = read_yaml_mapping(conf_path, "configuration file")
     if os.environ.get("EPM_WAREHOUSE"):
         data["warehouse"] = os.environ["EPM_WAREHOUSE"]
+    for assignment in overrides:
+        _apply_override(data, assignment, Settings)
+    overridden = data.get("warehouse") if any(a.split("=", 1)[0].strip() == "warehouse" for a in overrides) else None
+    if warehouse and overridden is not None and str(overridden) != warehouse:
+        raise ConfigError(f"--warehouse {warehouse} and --set warehouse={overridden} disagree; give one of them")
     if warehouse:
         data["warehouse"] = warehouse
     return from_dict(Settings, data)

@@ -29,7 +29,7 @@ def test_generate_ingest_and_query(spark, warehouse, tmp_path, capsys):
     assert all(r["n"] > 30 and r["cur"] == "EUR" for r in rows)
     assert main([*base, "tables", "--json"]) == 0
     tables = {t["table"] for t in json.loads(capsys.readouterr().out)}
-    assert tables == {"labelled_pairs", "products", "products_quarantine"}
+    assert tables == {"labelled_pairs", "products", "products_quarantine", "job_runs"}
 
 
 def test_user_errors_exit_2_with_one_line(spark, warehouse, capsys):
@@ -53,3 +53,64 @@ def test_java_missing_or_too_old_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(EnvironmentProblem, match="needs Java, and none was found"):
         check_java()
+
+
+def test_evaluate_teacher_runs_on_a_benchmark_folder(tmp_path, capsys):
+    bench = tmp_path / "mini"
+    bench.mkdir()
+    (bench / "tableA.csv").write_text("id,title\n0,Samsung 870 EVO 1TB SSD\n1,Logitech M185 mouse grey\n")
+    (bench / "tableB.csv").write_text("id,title\n0,Samsung 870 EVO 1 TB SSD\n1,Samsung 870 EVO 2TB SSD\n")
+    (bench / "train.csv").write_text("ltable_id,rtable_id,label\n0,0,1\n0,1,0\n1,1,0\n")
+    assert main(["evaluate", "teacher", "--benchmark", str(bench), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["benchmark"] == "mini" and result["pairs"] == 3 and result["teacher"] == "agentic"
+
+
+def test_interrupt_does_not_claim_that_nothing_changed(monkeypatch, warehouse, capsys):
+    import epm_spark.pipeline.generate as generate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "generate", interrupted)
+    assert main(["--warehouse", warehouse, "generate"]) == 130
+    err = capsys.readouterr().err
+    assert "no table was changed" not in err
+    assert "committed before the interruption keep their new version" in err
+
+
+def test_transformers_bound_allows_only_versions_that_read_a_float_warmup_as_a_ratio():
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    [req] = [Requirement(r) for r in project["project"]["dependencies"] if Requirement(r).name == "transformers"]
+    assert not req.specifier.contains(Version("4.57.0"))
+    assert req.specifier.contains(Version("5.0.0"))
+
+
+@pytest.mark.parametrize("plan, message", [
+    (None, "nightly plan {path} does not exist"),
+    ("exports: {competitor_a: {path: a.csv}}\n", "ours: no export for our catalog 'ours'"),
+    ("exports: {ours: {path: o.csv}}\nsteps: [ingest, teleport]\n", "setting 'steps[1]' must be one of"),
+    ("exports: {ours: {path: o.csv, delimiter: ';'}}\n", "unknown setting 'exports.ours.delimiter'"),
+])
+def test_nightly_plan_errors_are_one_line(tmp_path, warehouse, capsys, plan, message):
+    path = tmp_path / "plan.yaml"
+    if plan is not None:
+        path.write_text(plan)
+    assert main(["--warehouse", warehouse, "nightly", "--plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message.format(path=path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_shipped_nightly_plan_loads():
+    from pathlib import Path
+
+    from epm_spark.pipeline.nightly import STEPS, load_plan
+
+    plan = load_plan(Path(__file__).resolve().parents[1] / "conf" / "nightly.yaml")
+    assert plan.ours == "ours" and plan.competitors and plan.steps == list(STEPS)

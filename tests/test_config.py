@@ -57,6 +57,29 @@ def test_warehouse_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("EPM_WAREHOUSE", "from_env")
     assert load_settings(conf).warehouse == "from_env"
     assert load_settings(conf, warehouse="from_flag").warehouse == "from_flag"
+    assert load_settings(conf, ["warehouse=from_set"]).warehouse == "from_set"
+    assert load_settings(conf, ["warehouse=same"], warehouse="same").warehouse == "same"
+    with pytest.raises(ConfigError, match="--warehouse a and --set warehouse=b disagree"):
+        load_settings(conf, ["warehouse=b"], warehouse="a")
+
+
+def test_set_warehouse_beats_the_environment_on_the_command_line(monkeypatch, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from epm_spark.io.delta import write_pandas
+
+    env_wh, set_wh = tmp_path / "from_env", tmp_path / "from_set"
+    write_pandas(str(env_wh), "labelled_pairs", pd.DataFrame(
+        {"benchmark": ["b"], "left_id": ["1"], "right_id": ["2"], "left_source": ["l"], "right_source": ["r"],
+         "label": [1], "split": ["train"], "left_cluster_id": [None], "right_cluster_id": [None],
+         "is_hard_negative": [None]}), mode="overwrite")
+    monkeypatch.setenv("EPM_WAREHOUSE", str(env_wh))
+    assert main(["tables", "--json"]) == 0
+    assert [t["table"] for t in json.loads(capsys.readouterr().out)] == ["labelled_pairs"]
+    assert main(["--set", f"warehouse={set_wh}", "tables", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_cli_reports_a_bad_setting_in_one_line(capsys):

@@ -124,3 +124,37 @@ def test_price_comparisons_in_one_currency(spark, settings):
     assert "1 of our products are sold cheaper" in report.summary()
     with pytest.raises(InputError, match=r"hold no pairs of ours against \['comp_c'\]"):
         price_match(spark, settings, ours="ours", competitors=["comp_c"], run_id="r1")
+
+
+def test_implausible_gaps_are_flagged_not_undercuts(spark, settings):
+    catalog = [listing("o1", "ours", 100.0, "EUR", "Bosch drill 18V"),
+               listing("o2", "ours", 50.0, "EUR", "Makita saw"),
+               listing("o3", "ours", 10.0, "EUR", "Wera screwdriver"),
+               listing("a1", "comp_a", 20.0, "EUR", "Bosch drill 18V battery only"),  # 20% of ours
+               listing("a2", "comp_a", 45.0, "EUR", "Makita saw"),                   # a real undercut
+               listing("a3", "comp_a", 40.0, "EUR", "Wera screwdriver set of 6")]     # 400% of ours
+    for source, frame in pd.concat(catalog).groupby("source"):
+        delta.write_pandas(settings.warehouse, "products", frame, "replace", partition={"source": source})
+    delta.write_pandas(settings.warehouse, "matches", matches([("o1", "a1"), ("o2", "a2"), ("o3", "a3")], "r1",
+                                                              right="comp_a"),
+                       "replace", partition={"run_id": "r1", "left_source": "ours", "right_source": "comp_a"})
+    report = price_match(spark, settings, ours="ours", competitors=["comp_a"], run_id="r1")
+    rows = delta.read_pandas(settings.warehouse, "price_comparisons").set_index("competitor_id")
+    assert rows.implausible.to_dict() == {"a1": True, "a2": False, "a3": True}
+    assert report.undercut == 1 and report.median_undercut_percent == pytest.approx(10.0)
+    assert report.implausible == 2 and [g["our_title"] for g in report.biggest_gaps] == ["Makita saw"]
+    undercuts, flagged = report.summary().split("implausible, not counted above")
+    assert "Bosch" not in undercuts and "Makita saw" in undercuts
+    assert "2 comparisons with a competitor price under 35% or over 300% of ours" in flagged
+    assert "Bosch drill 18V" in flagged and "Wera screwdriver" in flagged
+
+    settings.price_match.min_ratio = 0.1
+    report = price_match(spark, settings, ours="ours", competitors=["comp_a"], run_id="r1")
+    assert report.implausible == 1 and report.undercut == 2
+
+
+def test_price_ratio_settings_are_checked():
+    from epm_spark.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="need 0 < min_ratio < 1 < max_ratio"):
+        load_settings(overrides=["price_match.max_ratio=0.9"])

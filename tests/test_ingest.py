@@ -132,3 +132,35 @@ def test_inputs_that_cannot_be_read(spark, settings, tmp_path):
         parse_column_map(["product_id"])
     with pytest.raises(InputError, match="source 'our shop' is not allowed"):
         run(spark, settings, empty, source="our shop")
+
+
+def test_a_rejected_row_does_not_claim_its_id(spark, settings, tmp_path):
+    path = tmp_path / "first_row_bad.csv"
+    path.write_text("sku,name,price\n"
+                    "A1,,5.00\n"                   # row 1: missing title, rejected
+                    "A1,Bosch drill 18V,59.00\n"   # row 2: valid; A1 has no valid row before it
+                    "A1,Bosch drill again,60.00\n"  # row 3: a real duplicate of row 2
+                    "B2,Makita saw,99.00\n")
+    report = run(spark, settings, path)
+    assert (report.products, report.quarantined) == (2, 2)
+    products = delta.read_pandas(settings.warehouse, "products").set_index("product_id")
+    assert products.loc["A1", "title"] == "Bosch drill 18V"
+    q = delta.read_pandas(settings.warehouse, "products_quarantine").set_index("row_number")
+    assert q.loc[1, "reason"].startswith("missing title")
+    assert q.loc[3, "reason"].endswith(f"already at {path}:2")
+
+
+def test_currency_argument_is_validated_like_the_setting(spark, settings, tmp_path, capsys):
+    from epm_spark.cli import main
+
+    path = tmp_path / "plain.csv"
+    path.write_text("sku,name,price\n1,Bosch drill,59.00\n")
+    with pytest.raises(InputError, match="currency 'XYZ' is not a known ISO 4217 code"):
+        run(spark, settings, path, currency="XYZ")
+    assert not delta.table_exists(settings.warehouse, "products")
+    assert main(["--warehouse", settings.warehouse, "ingest", "--input", str(path), "--source", "ours",
+                 "--currency", "XYZ"]) == 2
+    assert "currency 'XYZ' is not a known" in capsys.readouterr().err
+    run(spark, settings, path, currency="gbp")
+    assert delta.read_pandas(settings.warehouse, "products").currency.tolist() == ["GBP"]
+    assert settings.ingest.default_currency is None  # the argument does not leak into the settings

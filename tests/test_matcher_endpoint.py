@@ -281,6 +281,15 @@ def test_wrong_key_stops_the_job(server, tmp_path):
     assert len(server.requests) == 1
 
 
+def test_a_fatal_answer_stops_the_queued_requests(server, tmp_path):
+    server.scripts["auth"] = [("sleep", 0.1, ("json", 401, {"error": {"message": "invalid api key"}}))]
+    teacher = EndpointTeacher(ChatEndpoint(settings(server, tmp_path, max_concurrency=2)))
+    with pytest.raises(EndpointError, match="HTTP 401: invalid api key"):
+        teacher.decide(pairs(*[f"auth item{i}" for i in range(12)]))
+    # Only the requests already in flight when the first 401 came back were sent.
+    assert len(server.requests) <= 2
+
+
 def test_unconfigured_endpoint_is_a_clear_error():
     with pytest.raises(EndpointError, match="no chat endpoint configured"):
         ChatEndpoint(EndpointSettings())

@@ -12,7 +12,7 @@ import pytest
 
 from epm_spark.io import delta
 from epm_spark.pipeline.generate import generate
-from epm_spark.pipeline.nightly import Export, run_nightly
+from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
 from tiny_student import tiny_student  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,9 +66,10 @@ RUN_TABLES = ("candidates", "matches", "clusters", "price_comparisons")
 def nights(spark, night):
     """Night 1, night 1 again with the same run id, then night 2 with listings removed, changed, added."""
     settings, exports, model, root = night
-    run_nightly(spark, settings, exports=exports, ours="ours", run_id="n1", model=model)
+    run_nightly(spark, settings, NightlyPlan(exports, model=model), run_id="n1")
     first = {name: table(settings, name, "n1") for name in RUN_TABLES}
-    run_nightly(spark, settings, exports=exports, ours="ours", run_id="n1", model=model)
+    # force: redo the finished steps, to check that doing a night twice changes nothing.
+    run_nightly(spark, settings, NightlyPlan(exports, model=model), run_id="n1", force=True)
     again = {name: table(settings, name, "n1") for name in RUN_TABLES}
 
     ours_csv = pd.read_csv(exports["ours"].path, dtype=str)
@@ -78,8 +79,8 @@ def nights(spark, night):
     night2 = pd.concat([night2, night2.iloc[:2].assign(product_id=["NEW1", "NEW2"])])
     path2 = root / "ours_night2.csv"
     night2.to_csv(path2, index=False)
-    run_nightly(spark, settings, exports={**exports, "ours": Export(str(path2), currency="EUR")}, ours="ours",
-                run_id="n2", model=model)
+    run_nightly(spark, settings, NightlyPlan({**exports, "ours": Export(str(path2), currency="EUR")}, model=model),
+                run_id="n2")
     return {"settings": settings, "first": first, "again": again, "removed": removed,
             "changed": night2.product_id.iloc[0]}
 
@@ -137,6 +138,39 @@ def test_second_night_keeps_untouched_cluster_ids(nights):
     assert (changes.set_index("cluster_id").loc[list(untouched.values()), "change"] == "unchanged").all()
     embedded = delta.read_pandas(settings.warehouse, "embeddings", filters=[("source", "=", "ours")])
     assert set(embedded.loc[embedded.run_id == "n2", "product_id"]) == {nights["changed"], "NEW1", "NEW2"}
+
+
+def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
+    import dataclasses
+
+    from epm_spark.pipeline.nightly import NightlyStepError
+    from epm_spark.pipeline.runs import read_runs
+
+    base, exports, model, _ = night
+    settings = dataclasses.replace(base, warehouse=str(tmp_path / "warehouse"))
+    with pytest.raises(NightlyStepError, match="step match:ours-ours failed"):
+        run_nightly(spark, settings, NightlyPlan(exports, model=str(tmp_path / "no-model")), run_id="n1")
+    first = read_runs(settings.warehouse, run_id="n1")
+    assert not delta.table_exists(settings.warehouse, "matches")
+    by_step = first.dropna(subset=["step"]).set_index("step").status.to_dict()
+    assert by_step == {"ingest:ours": "succeeded", "ingest:competitor_a": "succeeded", "embed": "succeeded",
+                       "block:ours-ours": "succeeded", "block:ours-competitor_a": "succeeded",
+                       "match:ours-ours": "failed"}
+    versions = {t: delta.table_version(settings.warehouse, t) for t in ("products", "embeddings", "candidates")}
+
+    report = run_nightly(spark, settings, NightlyPlan(exports, model=model), run_id="n1")
+    assert report.skipped == ["ingest:ours", "ingest:competitor_a", "embed", "block:ours-ours",
+                              "block:ours-competitor_a"]
+    assert {t: delta.table_version(settings.warehouse, t) for t in versions} == versions
+    runs = read_runs(settings.warehouse, run_id="n1")
+    assert sorted(runs[runs.job == "nightly"].status) == ["failed", "succeeded"]
+    steps = runs.dropna(subset=["step"])
+    assert steps.groupby("step").size().to_dict() == {**{s: 1 for s in by_step if s != "match:ours-ours"},
+                                                      "match:ours-ours": 2, "match:ours-competitor_a": 1,
+                                                      "dedup:ours": 1, "price-match": 1}
+    matches = delta.read_pandas(settings.warehouse, "matches", filters=[("run_id", "=", "n1")])
+    written = runs[(runs.step == "match:ours-competitor_a")].rows_written.iloc[0]
+    assert written["matches"] == int((matches.right_source == "competitor_a").sum())
 
 
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")))

@@ -15,7 +15,8 @@ Write modes:
 
 * ``overwrite``: the table becomes exactly the written rows.
 * ``replace``: the rows of one partition (e.g. ``{"source": "ours"}`` or
-  ``{"run_id": "2026-11-23"}``) are replaced; other partitions are untouched.
+  ``{"run_id": "2026-11-23"}``) are replaced; other partitions are untouched. A list
+  of values (``{"benchmark": ["a", "b"]}``) replaces several partitions in one commit.
   Re-running a job with the same partition gives the same table, never duplicates.
 * ``append``: rows are added; with a ``run_id`` the commit records a Delta application
   transaction ``epm-spark/<table>/<job>/<run_id>``, and a second append of the same run
@@ -34,6 +35,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -63,6 +67,7 @@ __all__ = [
     "describe_warehouse",
     "list_tables",
     "uses_native_delta",
+    "observe_commits",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,7 +96,31 @@ class CommitInfo:
     def __str__(self) -> str:
         if self.skipped:
             return f"{self.table}: already committed for this run, nothing written"
+        if self.rows < 0:  # delta-spark does not say how many rows it wrote
+            return f"{self.table}: {self.mode} via delta-spark -> version {self.version}"
         return f"{self.table}: {self.mode} {self.rows:,} rows in {self.files} files -> version {self.version}"
+
+
+# Who wants to hear of each commit: job_runs bookkeeping counts rows and versions per table
+# without every job reporting them itself.
+_LISTENERS: ContextVar[tuple[Callable[[CommitInfo], None], ...]] = ContextVar("epm_commit_listeners", default=())
+
+
+@contextmanager
+def observe_commits(listener: Callable[[CommitInfo], None]) -> Iterator[None]:
+    """Call ``listener`` with the :class:`CommitInfo` of every write committed inside the block."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
+def _committed(info: CommitInfo) -> CommitInfo:
+    log.info("%s", info)
+    for listener in _LISTENERS.get():
+        listener(info)
+    return info
 
 
 # ----------------------------------------------------------------------------- paths
@@ -296,7 +325,7 @@ class _FileWriter:
     """Writes Arrow batches of one table into Parquet files under ``uri``; one writer per task."""
 
     def __init__(self, uri: str, spec: TableSpec, write_id: str, max_rows: int,
-                 expect: dict[str, str] | None):
+                 expect: dict[str, tuple[str, ...]] | None):
         self.uri, self.spec, self.write_id, self.max_rows = uri, spec, write_id, max_rows
         self.expect = expect or {}
         self.data_schema = _data_schema(spec)
@@ -327,9 +356,9 @@ class _FileWriter:
             if value is None:
                 raise InputError(f"table '{self.spec.name}': partition column '{col}' is null in some rows")
             check_partition_value(col, value)
-            if col in self.expect and str(value) != self.expect[col]:
+            if col in self.expect and str(value) not in self.expect[col]:
                 raise InputError(
-                    f"table '{self.spec.name}': replacing {col}={self.expect[col]!r} but a row has {col}={value!r}"
+                    f"table '{self.spec.name}': replacing {col}={_shown(self.expect[col])} but a row has {col}={value!r}"
                 )
         self.pending.setdefault(key, []).append(table)
         self.pending_rows[key] = self.pending_rows.get(key, 0) + table.num_rows
@@ -392,8 +421,12 @@ def _app_id(table: str, job: str | None, run_id: str) -> str:
     return f"epm-spark/{table}/{job or 'write'}/{run_id}"
 
 
+def _shown(values: tuple[str, ...]) -> str:
+    return repr(values[0]) if len(values) == 1 else repr(list(values))
+
+
 def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: WriteMode,
-            partition: dict[str, str] | None, run_id: str | None, job: str | None) -> int:
+            partition: dict[str, tuple[str, ...]] | None, run_id: str | None, job: str | None) -> int:
     from deltalake import DeltaTable, Schema
     from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
 
@@ -412,7 +445,7 @@ def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: Write
         return 0
     dt = DeltaTable(uri)
     _check_schema(dt, spec)
-    filters = [(c, "=", v) for c, v in (partition or {}).items()] or None
+    filters = [(c, "=", v[0]) if len(v) == 1 else (c, "in", list(v)) for c, v in (partition or {}).items()] or None
     delta_mode = "append" if mode == "append" else "overwrite"
     dt.create_write_transaction(adds, delta_mode, spec.schema, partition_by=list(spec.partition_by) or None,
                                 partition_filters=filters if mode == "replace" else None,
@@ -431,7 +464,7 @@ def _check_schema(dt, spec: TableSpec) -> None:
         )
 
 
-def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None) -> dict[str, str] | None:
+def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None) -> dict[str, tuple[str, ...]] | None:
     if mode not in ("append", "overwrite", "replace"):
         raise InputError(f"unknown write mode {mode!r}; use append, overwrite or replace")
     if mode != "replace":
@@ -445,7 +478,13 @@ def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None)
         raise InputError(
             f"table '{spec.name}' is partitioned by {list(spec.partition_by)}, not {sorted(unknown)}"
         )
-    return {c: check_partition_value(c, v) for c, v in partition.items()}
+    expect = {}
+    for col, value in partition.items():
+        values = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        if not values:
+            raise InputError(f"table '{spec.name}': replacing {col} needs at least one value")
+        expect[col] = tuple(sorted({check_partition_value(col, v) for v in values}))
+    return expect
 
 
 def _already_committed(uri: str, spec: TableSpec, mode: str, run_id: str | None, job: str | None) -> bool:
@@ -500,9 +539,7 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
         log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
         _remove_if_empty(uri)
         raise
-    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
-    log.info("%s", info)
-    return info
+    return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
 
 def _remove_if_empty(uri: str) -> None:
@@ -512,13 +549,13 @@ def _remove_if_empty(uri: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: dict[str, str] | None,
+def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: dict[str, tuple[str, ...]] | None,
                   run_id: str | None, job: str | None) -> CommitInfo:
     writer = df.select(*spec.columns).write.format("delta")
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)
     if mode == "replace":
-        predicate = " AND ".join(f"{c} = '{v}'" for c, v in expect.items())
+        predicate = " AND ".join(f"{c} IN ({', '.join(repr(v) for v in values)})" for c, values in expect.items())
         writer = writer.mode("overwrite").option("replaceWhere", predicate)
     else:
         writer = writer.mode(mode)
@@ -528,8 +565,7 @@ def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: d
     from deltalake import DeltaTable
 
     version = DeltaTable(uri).version()
-    log.info("%s: %s via delta-spark -> version %s", spec.name, mode, version)
-    return CommitInfo(spec.name, version, -1, -1, mode)
+    return _committed(CommitInfo(spec.name, version, -1, -1, mode))
 
 
 def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode: WriteMode, *,
@@ -563,9 +599,7 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
         _delete_staged(uri, write_id)
         _remove_if_empty(uri)
         raise
-    info = CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode)
-    log.info("%s", info)
-    return info
+    return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
 
 # ----------------------------------------------------------------------------- inventory

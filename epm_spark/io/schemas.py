@@ -28,6 +28,8 @@ __all__ = [
     "PRICE_COMPARISONS",
     "RATIONALES",
     "REVIEW_STATUSES",
+    "JOB_RUNS",
+    "JOB_STATUSES",
     "spec",
     "to_spark_schema",
     "check_partition_value",
@@ -239,6 +241,8 @@ PRICE_COMPARISONS = _table(
         ("currency", pa.string(), "the reporting currency"),
         ("difference", pa.float64(), "competitor_price - our_price"),
         ("percent", pa.float64(), "difference / our_price * 100"),
+        ("implausible", pa.bool_(), "competitor price outside price_match.min_ratio..max_ratio of ours: "
+                                    "check the match, not an undercut"),
         ("match_probability", pa.float64(), "how sure the matcher is"),
         ("rationale", pa.string(), "why the matcher said match"),
         ("run_id", pa.string(), "the run"),
@@ -280,6 +284,35 @@ RATIONALES = _table(
     description="Teacher decisions with rationales per labelled pair, and their human review.",
 )
 
+JOB_STATUSES = ("running", "succeeded", "failed")
+
+JOB_RUNS = _table(
+    "job_runs",
+    [
+        ("run_id", pa.string(), "the run the job belongs to (a nightly run shares one across its steps)"),
+        ("attempt_id", pa.string(), "one execution of the job; re-running the same command is a new attempt"),
+        ("job", pa.string(), "the verb, e.g. ingest, match, nightly"),
+        ("step", pa.string(), "the nightly step this attempt ran, e.g. ingest:ours (null outside nightly)"),
+        ("arguments", pa.string(), "the job's arguments as JSON"),
+        ("started_at", TS, "when the attempt started"),
+        ("finished_at", TS, "when it ended; null while running or when it was killed"),
+        ("status", pa.string(), "running, succeeded or failed"),
+        ("error", pa.string(), "the one-line error of a failed attempt"),
+        ("rows_read", pa.map_(pa.string(), pa.int64()), "rows the job read, per input (table or file)"),
+        ("rows_written", pa.map_(pa.string(), pa.int64()), "rows the job committed, per table"),
+        ("table_versions", pa.map_(pa.string(), pa.int64()), "the Delta version each commit created, per table"),
+        ("model_versions", pa.map_(pa.string(), pa.string()), "models used, e.g. encoder, matcher"),
+        ("stage_seconds", pa.map_(pa.string(), pa.float64()), "seconds per stage (per step for nightly)"),
+        ("host", pa.string(), "machine the attempt ran on"),
+        ("pid", pa.int64(), "process id on that host"),
+        ("version", pa.string(), "epm-spark version"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "attempt_id"),
+    required=("run_id", "attempt_id", "job", "started_at", "status", "host"),
+    description="One row per job attempt: what ran, when, rows in and out, versions, status.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (
@@ -293,6 +326,7 @@ TABLES: dict[str, TableSpec] = {
         CLUSTER_CHANGES,
         PRICE_COMPARISONS,
         RATIONALES,
+        JOB_RUNS,
     )
 }
 

@@ -9,6 +9,7 @@ before it commits anything.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from epm_spark.config import Settings
-from epm_spark.errors import InputError, worker_errors
+from epm_spark.errors import ConfigError, InputError, worker_errors
 from epm_spark.io import delta
 from epm_spark.io.readers import CORRUPT, FILE, ROW, read_catalog
 from epm_spark.io.schemas import PRODUCTS, PRODUCTS_QUARANTINE, check_partition_value
@@ -78,8 +79,12 @@ def parse_column_map(assignments: list[str]) -> dict[str, str]:
 
 
 def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: str, fmt: str | None = None,
-           column_map: dict[str, str] | None = None, run_id: str, allow_empty: bool = False) -> IngestReport:
-    """Read ``input_path`` and replace source ``source`` in ``products`` / ``products_quarantine``."""
+           column_map: dict[str, str] | None = None, currency: str | None = None, run_id: str,
+           allow_empty: bool = False) -> IngestReport:
+    """Read ``input_path`` and replace source ``source`` in ``products`` / ``products_quarantine``.
+
+    ``currency`` is the currency of prices that name none (default: ``ingest.default_currency``).
+    """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
@@ -89,6 +94,12 @@ def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: 
     check_partition_value("run_id", run_id)
     warehouse = settings.warehouse
     rules = settings.ingest
+    if currency is not None:
+        try:
+            # replace() runs the settings' own validation, so --currency is checked like the config key.
+            rules = dataclasses.replace(rules, default_currency=currency)
+        except ConfigError:
+            raise InputError(f"currency {currency!r} is not a known ISO 4217 code or symbol (e.g. EUR, USD, £)") from None
     raw = read_catalog(spark, input_path, fmt, rules)
     input_columns = [c for c in raw.columns if c not in (CORRUPT, FILE, ROW)]
     cmap = resolve_column_map(input_columns, column_map)
@@ -115,8 +126,9 @@ def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: 
     checked = (raw.withColumn("raw", raw_json).mapInPandas(validate, out_schema)
                .withColumn(FILE, _display_path(F.col(FILE))))
 
-    # A product id must be unique within its source: the first row (file, row order) wins.
-    first = Window.partitionBy("product_id").orderBy(FILE, ROW)
+    # A product id must be unique within its source: the first valid row (file, row order) wins.
+    # Rejected rows stay out of the window, or a broken first row would also discard its valid repeat.
+    first = Window.partitionBy("ok", "product_id").orderBy(FILE, ROW)
     checked = (
         checked.withColumn("_dup", F.when(F.col("ok"), F.row_number().over(first)).otherwise(F.lit(1)))
         .withColumn("_first_at", F.when(F.col("ok"), F.first(F.concat_ws(":", F.col(FILE), F.col(ROW).cast("string"))).over(first)))

@@ -1,37 +1,95 @@
-"""The nightly run, job after job: ingest, embed, block, match, dedup, price-match.
+"""The nightly run, step after step: ingest, embed, block, match, dedup, price-match.
 
-    reports = run_nightly(spark, settings, exports={"ours": "exports/ours.csv", ...},
-                          ours="ours", run_id="2026-11-23", model="models/matcher/sft-v1")
+    epm-spark nightly --plan conf/nightly.yaml [--run-id 2026-11-23] [--force]
+
+    plan = load_plan("conf/nightly.yaml")
+    report = run_nightly(spark, settings, plan, run_id="2026-11-23")
 
 Each step is the same job function the CLI verb calls, so a nightly run and a person
-running the verbs one by one write the same tables. Every step replaces only its own
-run's partitions: re-running a night with the same ``run_id`` changes nothing.
+running the verbs one by one write the same tables. Every step is recorded in
+``job_runs`` with its step name (``ingest:ours``, ``match:ours-competitor_a``, ...); a
+re-run with the same run id skips the steps an earlier attempt finished and redoes the
+rest, so a night killed during ``match`` resumes at ``match``. The first failing step
+stops the night with one line naming it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from epm_spark.config import Settings
+from epm_spark.config import Settings, from_dict, read_yaml_mapping
+from epm_spark.errors import ConfigError, EpmError, InputError
+from epm_spark.io.schemas import check_partition_value
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["Export", "NightlyReport", "run_nightly"]
+__all__ = ["Export", "NightlyPlan", "NightlyReport", "NightlyStepError", "STEPS", "load_plan", "run_nightly"]
 
 log = logging.getLogger(__name__)
+
+STEPS = ("ingest", "embed", "block", "match", "dedup", "price-match")
+Step = Literal["ingest", "embed", "block", "match", "dedup", "price-match"]
+
+
+class NightlyStepError(EpmError):
+    """A step of the night failed; the message names the step."""
 
 
 @dataclass(frozen=True)
 class Export:
-    """One catalog export as `epm-spark ingest` reads it."""
+    """One catalog export as `epm-spark ingest` reads it (a relative path is from the working directory)."""
 
     path: str
     column_map: dict[str, str] | None = None
     currency: str | None = None
+    format: Literal["csv", "parquet", "json", "delta"] | None = None
+
+
+@dataclass
+class NightlyPlan:
+    """What a night runs: the exports (ours and the competitors'), the matcher, k, the steps."""
+
+    exports: dict[str, Export] = field(default_factory=dict)
+    ours: str = "ours"
+    # Matcher folder (default: match.model); neighbours per listing (default: block.k).
+    model: str | None = None
+    k: int | None = None
+    explain: Literal["band", "all", "none"] | None = None
+    steps: list[Step] = field(default_factory=lambda: list(STEPS))
+
+    def __post_init__(self) -> None:
+        if self.ours not in self.exports:
+            raise ConfigError(f"ours: no export for our catalog {self.ours!r}; exports: "
+                              f"{', '.join(self.exports) or 'none'}")
+        for source in self.exports:
+            try:
+                check_partition_value("source", source)
+            except InputError as exc:
+                raise ConfigError(f"exports: {exc}") from None
+        if self.k is not None and self.k <= 0:
+            raise ConfigError(f"k must be > 0, got {self.k}")
+        if not self.steps:
+            raise ConfigError("steps: name at least one of " + ", ".join(STEPS))
+
+    @property
+    def competitors(self) -> list[str]:
+        return [s for s in self.exports if s != self.ours]
+
+
+def load_plan(path: str | Path) -> NightlyPlan:
+    """Read a plan file strictly: an unknown key or a wrong type is an error naming the file and key."""
+    path = Path(path)
+    data = read_yaml_mapping(path, "nightly plan")
+    try:
+        return from_dict(NightlyPlan, data)
+    except ConfigError as exc:
+        raise ConfigError(f"nightly plan {path}: {exc}") from None
 
 
 @dataclass
@@ -39,9 +97,12 @@ class NightlyReport:
     run_id: str
     reports: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = []
+        parts = [f"nightly run {self.run_id}"]
+        if self.skipped:
+            parts.append(f"  finished by an earlier attempt, not redone: {', '.join(self.skipped)}")
         for step, report in self.reports.items():
             parts.append(report.summary() if hasattr(report, "summary") else f"{step}: {report}")
         total = sum(self.seconds.values())
@@ -50,12 +111,8 @@ class NightlyReport:
         return "\n".join(parts)
 
 
-def run_nightly(spark: SparkSession, settings: Settings, *, exports: dict[str, Export], ours: str, run_id: str,
-                model: str | None = None, explain: str | None = None, ingest_exports: bool = True) -> NightlyReport:
-    """Run every nightly job for our catalog ``ours`` and the competitor catalogs among ``exports``.
-
-    ``ingest_exports=False`` starts at ``embed`` (the exports were ingested for this run already).
-    """
+def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[str, Any]]]:
+    """``(step name, job, job function, keyword arguments)`` in run order."""
     from epm_spark.pipeline.block import block
     from epm_spark.pipeline.dedup import dedup
     from epm_spark.pipeline.embed import embed
@@ -63,36 +120,58 @@ def run_nightly(spark: SparkSession, settings: Settings, *, exports: dict[str, E
     from epm_spark.pipeline.match import match
     from epm_spark.pipeline.price_match import price_match
 
-    if ours not in exports:
-        raise ValueError(f"no export for our catalog {ours!r}")
-    competitors = [s for s in exports if s != ours]
-    night = NightlyReport(run_id)
-
-    def step(name: str, fn, *args, **kwargs):
-        start = time.monotonic()
-        print(f"\n-- {name}", flush=True)
-        result = fn(*args, **kwargs)
-        night.seconds[name.split(" ")[0]] = night.seconds.get(name.split(" ")[0], 0.0) + time.monotonic() - start
-        night.reports[name] = result
-        print(result.summary(), flush=True)
-        return result
-
-    default_currency = settings.ingest.default_currency
-    try:
-        for source, export in exports.items() if ingest_exports else ():
-            settings.ingest.default_currency = export.currency or default_currency
-            step(f"ingest {source}", ingest, spark, settings, input_path=export.path, source=source,
-                 column_map=export.column_map, run_id=run_id)
-    finally:
-        settings.ingest.default_currency = default_currency
-    step("embed", embed, spark, settings, sources=list(exports), run_id=run_id)
+    ours, competitors = plan.ours, plan.competitors
     pairs = [(ours, ours)] + [(ours, c) for c in competitors]
+    steps: list[tuple[str, str, Callable[..., Any], dict[str, Any]]] = []
+    for source, export in plan.exports.items():
+        steps.append((f"ingest:{source}", "ingest", ingest,
+                      dict(input_path=export.path, source=source, fmt=export.format, column_map=export.column_map,
+                           currency=export.currency)))
+    steps.append(("embed", "embed", embed, dict(sources=list(plan.exports))))
     for left, right in pairs:
-        step(f"block {left}->{right}", block, spark, settings, left=left, right=right, run_id=run_id)
+        steps.append((f"block:{left}-{right}", "block", block, dict(left=left, right=right, k=plan.k)))
     for left, right in pairs:
-        step(f"match {left}->{right}", match, spark, settings, left=left, right=right, run_id=run_id, model=model,
-             explain=explain)
-    step(f"dedup {ours}", dedup, spark, settings, source=ours, run_id=run_id)
+        steps.append((f"match:{left}-{right}", "match", match,
+                      dict(left=left, right=right, model=plan.model, explain=plan.explain)))
+    steps.append((f"dedup:{ours}", "dedup", dedup, dict(source=ours)))
     if competitors:
-        step("price-match", price_match, spark, settings, ours=ours, competitors=competitors, run_id=run_id)
+        steps.append(("price-match", "price-match", price_match, dict(ours=ours, competitors=competitors)))
+    return [s for s in steps if s[1] in plan.steps]
+
+
+def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, run_id: str,
+                force: bool = False) -> NightlyReport:
+    """Run the plan's steps for ``run_id``; steps an earlier attempt of the run finished are skipped
+    unless ``force``."""
+    from epm_spark.pipeline.runs import recorded, succeeded_steps
+
+    check_partition_value("run_id", run_id)
+    night = NightlyReport(run_id)
+    arguments = {"plan": repr(plan), "force": force}
+    with recorded(settings, "nightly", run_id=run_id, arguments=arguments) as nightly_run:
+        done = set() if force else succeeded_steps(settings.warehouse, run_id)
+        for name, job, fn, kwargs in _steps(plan):
+            if name in done:
+                night.skipped.append(name)
+                continue
+            print(f"\n-- {name}", flush=True)
+            start = time.monotonic()
+            try:
+                with recorded(settings, job, run_id=run_id, arguments=kwargs, step=name) as step_run:
+                    result = fn(spark, settings, run_id=run_id, **kwargs)
+                    step_run.observe(result)
+            except EpmError as exc:
+                raise NightlyStepError(f"step {name} failed: {exc}") from exc
+            except Exception as exc:
+                log.exception("nightly step %s failed", name)
+                raise NightlyStepError(f"step {name} failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                seconds = round(time.monotonic() - start, 3)
+                night.seconds[name] = seconds
+                nightly_run.stage_seconds[name] = seconds
+            night.reports[name] = result
+            print(result.summary(), flush=True)
+    if night.skipped:
+        log.info("nightly %s: skipped %d steps finished earlier: %s", run_id, len(night.skipped),
+                 ", ".join(night.skipped))
     return night

@@ -7,7 +7,11 @@ the difference is written to ``price_comparisons``:
 
     difference = competitor_price - our_price        percent = difference / our_price * 100
 
-A negative difference means the competitor undercuts us. A price in a currency the rate
+A negative difference means the competitor undercuts us, unless the comparison is
+``implausible``: a competitor price below ``price_match.min_ratio`` or above
+``price_match.max_ratio`` times ours is more likely a wrong match, a multipack or a unit
+error than a real price, so it is flagged, left out of the undercut figures, and listed
+apart in the summary. A price in a currency the rate
 table does not know stays in the table with no converted value, and the run says how
 many there were, rather than guessing a rate.
 """
@@ -44,6 +48,9 @@ class PriceMatchReport:
     median_undercut_percent: float | None
     unknown_currency: dict[str, int] = field(default_factory=dict)
     biggest_gaps: list[dict] = field(default_factory=list)
+    implausible: int = 0
+    implausible_rows: list[dict] = field(default_factory=list)
+    ratios: tuple[float, float] = (0.0, 0.0)
     seconds: float = 0.0
 
     def summary(self) -> str:
@@ -56,10 +63,18 @@ class PriceMatchReport:
         if self.unknown_currency:
             lines.append("  no rate for: " + ", ".join(f"{c} ({n:,} prices)" for c, n in self.unknown_currency.items())
                          + " - add them to price_match.rates")
-        for gap in self.biggest_gaps:
-            lines.append(f"    {gap['percent']:7.1f}%  {gap['our_title'][:50]:<50} vs {gap['competitor_source']}: "
-                         f"{gap['competitor_price']:.2f} < {gap['our_price']:.2f}")
+        lines.extend(_gap_line(gap, "<") for gap in self.biggest_gaps)
+        if self.implausible:
+            low, high = self.ratios
+            lines.append(f"  implausible, not counted above: {self.implausible:,} comparisons with a competitor price "
+                         f"under {low:.0%} or over {high:.0%} of ours (check these matches)")
+            lines.extend(_gap_line(gap, "vs") for gap in self.implausible_rows)
         return "\n".join(lines)
+
+
+def _gap_line(gap: dict, sign: str) -> str:
+    return (f"    {gap['percent']:7.1f}%  {gap['our_title'][:50]:<50} vs {gap['competitor_source']}: "
+            f"{gap['competitor_price']:.2f} {sign} {gap['our_price']:.2f}")
 
 
 def price_match(spark: SparkSession, settings: Settings, *, ours: str, competitors: list[str],
@@ -110,6 +125,8 @@ def price_match(spark: SparkSession, settings: Settings, *, ours: str, competito
         "competitor_price_original", "competitor_currency", F.lit(cfg.currency).alias("currency"),
         F.round(their_price - our_price, 2).alias("difference"),
         F.round((their_price - our_price) / our_price * 100, 2).alias("percent"),
+        F.coalesce((their_price < our_price * cfg.min_ratio) | (their_price > our_price * cfg.max_ratio),
+                   F.lit(False)).alias("implausible"),
         F.col("probability").alias("match_probability"), "rationale", F.lit(run_id).alias("run_id"))
 
     with spark_progress(spark, "price-match"), worker_errors():
@@ -126,17 +143,23 @@ def price_match(spark: SparkSession, settings: Settings, *, ours: str, competito
                   .groupBy(F.coalesce("competitor_currency", F.lit("(none)")).alias("c")).count().collect()):
             unknown[r["c"]] = unknown.get(r["c"], 0) + r["count"]
         # Per our product, its cheapest competitor offer decides whether we are undercut.
-        cheapest = (written.filter(F.col("percent").isNotNull()).groupBy("our_id")
+        plausible = written.filter(~F.col("implausible"))
+        cheapest = (plausible.filter(F.col("percent").isNotNull()).groupBy("our_id")
                     .agg(F.min("percent").alias("percent")))
         stats = cheapest.agg(F.count(F.lit(1)).alias("priced"),
                              F.sum((F.col("percent") < 0).cast("int")).alias("undercut"),
                              F.percentile_approx(F.when(F.col("percent") < 0, -F.col("percent")), 0.5)
                              .alias("median")).collect()[0]
         matched = written.select("our_id").distinct().count()
-        gaps = [r.asDict() for r in written.filter(F.col("percent") < 0).orderBy("percent")
-                .select("our_title", "competitor_source", "our_price", "competitor_price", "percent").limit(5).collect()]
+        shown = ("our_title", "competitor_source", "our_price", "competitor_price", "percent")
+        gaps = [r.asDict() for r in plausible.filter(F.col("percent") < 0).orderBy("percent")
+                .select(*shown).limit(5).collect()]
+        flagged = written.filter(F.col("implausible"))
+        implausible = flagged.count()
+        flagged_rows = [r.asDict() for r in flagged.orderBy(F.abs(F.col("percent")).desc()).select(*shown)
+                        .limit(5).collect()]
     if unknown:
         log.warning("price-match: no exchange rate for %s; those comparisons have no converted prices", unknown)
     return PriceMatchReport(ours, competitors, cfg.currency, info.rows, matched, int(stats["undercut"] or 0),
                             float(stats["median"]) if stats["median"] is not None else None, unknown, gaps,
-                            time.monotonic() - start)
+                            implausible, flagged_rows, (cfg.min_ratio, cfg.max_ratio), time.monotonic() - start)

@@ -8,8 +8,8 @@ hosted APIs all accept. On top of the request itself:
 * **retries** with exponential back-off (``backoff_s * 2**attempt``, capped at
   ``backoff_max_s``, jittered, ``Retry-After`` honoured) on 429, 5xx, timeouts,
   dropped connections and bodies that are not JSON; 401/403/404 stop the job with
-  :class:`EndpointError` (a wrong key or URL will not fix itself); other 4xx fail
-  that request only;
+  :class:`EndpointError` (a wrong key or URL will not fix itself): once one request
+  gets it, no queued request is sent; other 4xx fail that request only;
 * an **on-disk cache** keyed by the SHA-256 of the request body (model, messages,
   parameters): re-running a job sends nothing already answered;
 * **token and cost accounting** from each response's ``usage``, priced per 1000
@@ -108,6 +108,8 @@ class ChatEndpoint:
         self._api_key = api_key if api_key is not None else settings.api_key()
         self._sleep = sleep
         self._lock = threading.Lock()
+        # Set by the first 401/403/404: every later request would get the same answer.
+        self._fatal: EndpointError | None = None
         self.usage = EndpointUsage()
         if settings.cache:
             from epm_spark.models.weights import cache_dir
@@ -202,10 +204,16 @@ class ChatEndpoint:
         attempt = 0
         while True:
             with self._lock:
+                if self._fatal is not None:
+                    raise EndpointError(str(self._fatal))
                 self.usage.requests += 1
             try:
                 response = self._post(body)
                 answer = _answer(response, cached=False, attempts=attempt + 1)
+            except EndpointError as exc:
+                with self._lock:
+                    self._fatal = self._fatal or exc
+                raise
             except _Retryable as exc:
                 if attempt >= s.max_retries:
                     return self._failed(exc.reason, attempt + 1)
@@ -243,8 +251,13 @@ class ChatEndpoint:
             return []
         with ThreadPoolExecutor(max_workers=self.settings.max_concurrency) as pool:
             futures = [pool.submit(self.complete, c) for c in conversations]
-            for _ in progress((f.result() for f in futures), total=len(futures), desc=desc, unit="request"):
-                pass
+            try:
+                for _ in progress((f.result() for f in futures), total=len(futures), desc=desc, unit="request"):
+                    pass
+            except BaseException:
+                # Leaving the pool would otherwise wait for every queued conversation to run.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             return [f.result() for f in futures]
 
 
