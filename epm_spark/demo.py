@@ -110,7 +110,9 @@ def print_quality(settings: Settings, truth_csv: Path, run_id: str, ours: str) -
     for score in scores:
         print(score.line())
     gaps = read_pandas(settings.warehouse, "price_comparisons", filters=[("run_id", "=", run_id)])
-    undercuts = gaps[gaps["percent"] < 0].sort_values("percent").head(5)
+    # The undercuts the price-match summary lists: implausible gaps are flagged there, not listed.
+    listed = gaps[(gaps["percent"] < 0) & ~gaps["implausible"].fillna(False).astype(bool)]
+    undercuts = listed.sort_values("percent").head(5)
     wrong = wrong_matches(truth_csv, list(zip(undercuts["our_source"], undercuts["our_id"],
                                               undercuts["competitor_source"], undercuts["competitor_id"])))
     print(f"largest undercuts listed: {len(undercuts)}, of them wrong matches: {len(wrong)}")

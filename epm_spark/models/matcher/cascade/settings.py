@@ -26,13 +26,13 @@ class CascadeSettings:
     student: bool = True
     # The student's SFT: short decisions (label + evidence) on gold-labelled train pairs, and
     # explained decisions (with rationale) on teacher decisions that agree with the gold label.
-    label_examples: int = 3000
-    explain_examples: int = 300
+    label_examples: int = 2000
+    explain_examples: int = 200
     positive_share: float = 0.4
     # GRPO's completion budget for short decisions (about 15-30 tokens): a step takes seconds on a CPU.
     short_completion_tokens: int = 48
     # Valid pairs the student scores (per benchmark): its combiner weight and RL-vs-SFT comparison.
-    student_valid_pairs: int = 1200
+    student_valid_pairs: int = 1000
     # Cross-fitting folds and L2 strength (C) of the combiners.
     folds: int = 5
     c: float = 1.0
