@@ -111,6 +111,10 @@ def parse_decision(text: str, *, strict: bool = True) -> MatchDecision:
     JSON object. Not strict: the first balanced ``{...}`` in the text is used, so a
     chatty prefix or suffix is tolerated, but the object itself must still validate.
     """
+    return _validate(_decode_object(text, strict), text)
+
+
+def _decode_object(text: str, strict: bool) -> Any:
     if not isinstance(text, str):
         raise DecisionFormatError(f"expected text, got {type(text).__name__}")
     body = text.strip()
@@ -132,7 +136,7 @@ def parse_decision(text: str, *, strict: bool = True) -> MatchDecision:
         raise DecisionFormatError(reason, text) from None
     if body[end:].strip():
         raise DecisionFormatError("extra text after the JSON object", text)
-    return _validate(data, text)
+    return data
 
 
 def _first_object(body: str, text: str) -> str:
@@ -216,22 +220,7 @@ def short_decision_json(label: str, evidence: dict[str, str] | None = None) -> s
 
 def parse_short_decision(text: str, *, strict: bool = True) -> MatchDecision:
     """Parse ``{"label": ..., "evidence": {...}}``; the decision has no rationale and confidence 1."""
-    if not isinstance(text, str):
-        raise DecisionFormatError(f"expected text, got {type(text).__name__}")
-    body = text.strip()
-    if not body:
-        raise DecisionFormatError("empty output", text)
-    if not strict:
-        body = _first_object(body, text)
-    elif not body.startswith("{"):
-        raise DecisionFormatError("text before the JSON object", text)
-    try:
-        data, end = json.JSONDecoder().raw_decode(body)
-    except json.JSONDecodeError as exc:
-        truncated = exc.pos >= len(body.rstrip()) or exc.msg.startswith("Unterminated string")
-        raise DecisionFormatError("truncated JSON" if truncated else f"invalid JSON: {exc.msg}", text) from None
-    if body[end:].strip():
-        raise DecisionFormatError("extra text after the JSON object", text)
+    data = _decode_object(text, strict)
     if not isinstance(data, dict) or set(data) != {"label", "evidence"}:
         raise DecisionFormatError("a short decision holds exactly the keys label and evidence", text)
     return _validate({**data, "confidence": 1.0, "noise_ignored": [], "rationale": ""}, text)
