@@ -82,8 +82,7 @@ def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = Fals
         print(f"using the cached demo matcher {final}")
         return final
     d = settings.demo
-    print(f"no trained matcher yet: training the cascade on the synthetic labelled pairs (first run only):
-"
+    print(f"no trained matcher yet: training the cascade on the synthetic labelled pairs (first run only):\n"
           f"teacher, cross-encoder {d.cross_encoder_epochs:g} epochs, student SFT {d.sft_steps} steps and RL "
           f"{d.rl_steps} steps, combiners on valid; cached in {final}", flush=True)
     work = final.with_name(final.name + ".partial")
