@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from epm_spark.io import delta
     from epm_spark.io.benchmarks import load_benchmark
     from epm_spark.io.schemas import CANDIDATES, PRODUCTS
-    from epm_spark.models.matcher.cascade.cascade import STUDENT_FEATURE, Cascade, logit
+    from epm_spark.models.matcher.cascade.cascade import CE_FEATURE, STUDENT_FEATURE, Cascade, logit
+    from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
     from epm_spark.models.matcher.evaluation import stratified_sample
     from epm_spark.models.matcher.pairs import benchmark_pairs
     from epm_spark.pipeline.match import match
@@ -63,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     cascade.decide(pairs.head(16))  # warm-up: weights loaded, first batches compiled
     start = time.perf_counter()
     evidence = cascade.teacher.evidence(pairs)
-    from epm_spark.models.matcher.cascade.features import pair_features
-
     x = pair_features(pairs, evidence, cascade.teacher)
-    x["cross_encoder_logit"] = cascade.cross_encoder.predict_logits(pairs)
+    x[TitleTfidf.FEATURE] = cascade.tfidf.cosine(pairs)
+    x[CE_FEATURE] = cascade.cross_encoder.predict_logits(pairs)
     if cascade.full is not None:
         x[STUDENT_FEATURE] = logit(cascade.student.predict_proba(pairs))
         cascade.full.predict_proba(x)

@@ -31,7 +31,7 @@ import pandas as pd
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade.combiner import Combiner
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
-from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, pair_features
+from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
@@ -42,6 +42,7 @@ __all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "logit"]
 log = logging.getLogger(__name__)
 
 CASCADE_FILE = "cascade.json"
+TFIDF_FILE = "title_tfidf.json"
 TIERS = ("teacher", "cross_encoder", "student")
 CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
 
@@ -73,6 +74,7 @@ class Cascade:
         ce = self.spec["cross_encoder"]
         self.cross_encoder = CrossEncoder.load(self.folder / ce["path"], CrossEncoderSettings(**ce["settings"]),
                                                device=self.inference.device)
+        self.tfidf = TitleTfidf.from_dict(json.loads((self.folder / TFIDF_FILE).read_text(encoding="utf-8")))
         self._student = None
         self.timings: dict[str, float] = {}
 
@@ -119,6 +121,7 @@ class Cascade:
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
         if len(rest):
+            x.loc[rest, TitleTfidf.FEATURE] = self.tfidf.cosine(pairs.iloc[rest])
             x.loc[rest, CE_FEATURE] = self.cross_encoder.predict_logits(pairs.iloc[rest], show_progress=show_progress)
             p_fast = self.fast.predict_proba(x.loc[rest])
             t_fast = self.threshold(benchmark)
@@ -167,6 +170,3 @@ class Cascade:
             raise InputError(f"the cascade {self.folder} has no student tier to explain with")
         return self.student.explain(pairs, **kwargs)
 
-
-def feature_names(with_student: bool) -> list[str]:
-    return [*TEACHER_FEATURES, CE_FEATURE, *([STUDENT_FEATURE] if with_student else [])]

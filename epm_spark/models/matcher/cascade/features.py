@@ -29,7 +29,7 @@ from epm_spark.models.matcher.attributes import Evidence
 from epm_spark.models.matcher.decision import ATTRIBUTES
 from epm_spark.models.matcher.teacher import AgenticTeacher
 
-__all__ = ["TEACHER_FEATURES", "teacher_features", "pair_features"]
+__all__ = ["TEACHER_FEATURES", "teacher_features", "pair_features", "TitleTfidf"]
 
 TEACHER_FEATURES: tuple[str, ...] = (
     "teacher_score",
@@ -86,3 +86,45 @@ def teacher_features(pairs: pd.DataFrame, teacher: AgenticTeacher | None = None)
     teacher = teacher or AgenticTeacher()
     evidence = teacher.evidence(pairs)
     return pair_features(pairs, evidence, teacher), evidence
+
+
+class TitleTfidf:
+    """Cosine of character n-gram TF-IDF vectors of the two titles (``title_tfidf``).
+
+    Character 3-5-grams within words survive the spelling, spacing and hyphenation that
+    split a model code differently in two shops; the inverse document frequencies come from
+    the train split's titles, so the words every listing of a catalog carries weigh little.
+    Stored as plain JSON (vocabulary and idf), not as a pickle.
+    """
+
+    FEATURE = "title_tfidf"
+
+    def __init__(self, vectorizer):
+        self.vectorizer = vectorizer
+
+    @staticmethod
+    def _new(**kwargs: Any):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), min_df=2, sublinear_tf=True,
+                               lowercase=True, dtype=np.float32, **kwargs)
+
+    @classmethod
+    def fit(cls, pairs: pd.DataFrame) -> TitleTfidf:
+        titles = pd.concat([pairs["left_title"], pairs["right_title"]]).fillna("").astype(str)
+        return cls(cls._new().fit(titles.drop_duplicates()))
+
+    def cosine(self, pairs: pd.DataFrame) -> np.ndarray:
+        a = self.vectorizer.transform(pairs["left_title"].fillna("").astype(str))
+        b = self.vectorizer.transform(pairs["right_title"].fillna("").astype(str))
+        return np.asarray(a.multiply(b).sum(axis=1), dtype=float).ravel()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vocabulary": {k: int(v) for k, v in self.vectorizer.vocabulary_.items()},
+                "idf": [round(float(x), 6) for x in self.vectorizer.idf_]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TitleTfidf:
+        vectorizer = cls._new(vocabulary=data["vocabulary"])
+        vectorizer.idf_ = np.asarray(data["idf"], dtype=np.float32)
+        return cls(vectorizer)

@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import InputError
-from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, logit
+from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, TFIDF_FILE, logit
 from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
-from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, pair_features
+from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
@@ -55,6 +55,12 @@ def short_decision_examples(pairs: pd.DataFrame, evidence: list) -> pd.DataFrame
     """Label-phase SFT rows: each gold-labelled pair with its short decision (gold label, teacher evidence)."""
     labels = np.where(pairs["label"].astype(int).to_numpy() == 1, "match", "no_match")
     return pairs.assign(short_json=[short_decision_json(lab, e.verdicts) for lab, e in zip(labels, evidence)])
+
+
+def _write_json(path: Path, data: Any, indent: int | None = None) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=indent, default=float) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _save_array(path: Path, values: np.ndarray) -> None:
@@ -112,6 +118,10 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     x_train, x_valid = pair_features(train, train_evidence, teacher), pair_features(valid, valid_evidence, teacher)
     teacher_tier, _ = fit_combiner(x_train, y_train, folds=settings.folds, c=settings.c, seed=settings.seed)
     p_teacher = teacher_tier.predict_proba(x_valid)
+    tfidf = TitleTfidf.fit(train)
+    _write_json(out / TFIDF_FILE, tfidf.to_dict())
+    x_valid[TitleTfidf.FEATURE] = tfidf.cosine(valid)
+    fast_features = [*TEACHER_FEATURES, TitleTfidf.FEATURE, CE_FEATURE]
     timings["teacher"] = round(time.monotonic() - started, 1)
 
     # 2. The fast tier: the cross-encoder on the train split, its logits on valid.
@@ -138,14 +148,14 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         timings["student"] = round(time.monotonic() - t, 1)
 
     # 4. Combiners on valid, cross-fitted: thresholds from held-out probabilities.
-    fast, oof_fast = fit_combiner(x_valid[[*TEACHER_FEATURES, CE_FEATURE]], y_valid, folds=settings.folds,
-                                  c=settings.c, seed=settings.seed)
+    fast, oof_fast = fit_combiner(x_valid[fast_features], y_valid, folds=settings.folds, c=settings.c,
+                                  seed=settings.seed)
     combiners = {"teacher": teacher_tier.to_dict(), "fast": fast.to_dict()}
     thresholds = {"fast": _thresholds(oof_fast, y_valid, groups)}
     ce_p = 1.0 / (1.0 + np.exp(-x_valid[CE_FEATURE].to_numpy()))
     thresholds["cross_encoder"] = _thresholds(ce_p, y_valid, groups)
     if len(sample):
-        full, oof_full = fit_combiner(x_valid.loc[sample, [*TEACHER_FEATURES, CE_FEATURE, STUDENT_FEATURE]],
+        full, oof_full = fit_combiner(x_valid.loc[sample, [*fast_features, STUDENT_FEATURE]],
                                       y_valid[sample], folds=settings.folds, c=settings.c, seed=settings.seed)
         combiners["full"] = full.to_dict()
         thresholds["full"] = _thresholds(oof_full, y_valid[sample], groups[sample])
@@ -167,9 +177,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "cross_encoder": {"path": "cross_encoder/model", "settings": asdict(settings.cross_encoder)},
         "student": student_report.get("used"),
     }
-    tmp = out / f".{CASCADE_FILE}.tmp"
-    tmp.write_text(json.dumps(spec, indent=2, default=float) + "\n", encoding="utf-8")
-    os.replace(tmp, out / CASCADE_FILE)
+    _write_json(out / CASCADE_FILE, spec, indent=2)
     timings["total_this_run"] = round(time.monotonic() - started, 1)
     card = MatcherCard(
         stage="cascade", base=matcher.student, prompt={}, thresholds=thresholds["fast"],
