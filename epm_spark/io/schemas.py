@@ -173,7 +173,7 @@ MATCHES = _table(
         ("right_source", pa.string(), "source of right_id"),
         ("label", pa.string(), "match or no_match"),
         ("probability", pa.float64(), "probability of match"),
-        ("decided_by", pa.string(), "floor, label or explain"),
+        ("decided_by", pa.string(), "floor; a cascade: teacher, cross_encoder or student; a student folder: label or explain"),
         ("confidence", pa.float64(), "the decision's own confidence (explain mode)"),
         ("evidence", pa.map_(pa.string(), pa.string()), "per attribute: same, different, unknown"),
         ("noise_ignored", pa.list_(pa.string()), "seller noise the model discarded"),
