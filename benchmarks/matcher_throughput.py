@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from epm_spark.io.benchmarks import load_benchmark  # noqa: E402
 from epm_spark.models.matcher.evaluation import stratified_sample  # noqa: E402
-from epm_spark.models.matcher.inference import Matcher  # noqa: E402
+from epm_spark.models.matcher.student.inference import Matcher  # noqa: E402
 from epm_spark.models.matcher.pairs import benchmark_pairs  # noqa: E402
 from epm_spark.models.matcher.settings import InferenceSettings  # noqa: E402
 from epm_spark.models.weights import PACKAGED_STUDENT  # noqa: E402

@@ -23,7 +23,7 @@ import yaml
 
 from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.settings import MatcherSettings
-from epm_spark.models.matcher.supervision_config import JudgeSettings, RewardSettings, TeacherSettings
+from epm_spark.models.matcher.supervision.settings import JudgeSettings, RewardSettings, TeacherSettings
 from epm_spark.models.index import IndexSettings
 from epm_spark.models.encoder.config import EncoderSettings
 

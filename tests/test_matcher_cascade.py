@@ -19,8 +19,8 @@ from epm_spark.models.matcher.cascade.combiner import fit_combiner
 from epm_spark.models.matcher.decision import DecisionFormatError, parse_short_decision, short_decision_json
 from epm_spark.models.matcher.evaluation import matching_metrics, paired_bootstrap_f1
 from epm_spark.models.matcher.model_folder import read_card
-from epm_spark.models.matcher.rewards import build_rewards
-from epm_spark.models.matcher.teacher import AgenticTeacher
+from epm_spark.models.matcher.supervision.rewards import build_rewards
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_stage_all_resumes_from_finished_tiers(tmp_path, tiny_student, tiny_ce, 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    import epm_spark.models.matcher.sft as sft_module
+    import epm_spark.models.matcher.student.sft as sft_module
 
     real_sft = sft_module.train_sft
     monkeypatch.setattr(sft_module, "train_sft", killed)

@@ -19,11 +19,11 @@ import pytest
 from epm_spark.config import Settings, from_dict
 from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.decision import parse_decision
-from epm_spark.models.matcher.endpoint import ChatEndpoint, EndpointError
-from epm_spark.models.matcher.judges import EndpointJudge, build_judge
-from epm_spark.models.matcher.prompts import DECISION_SYSTEM, JUDGE_SYSTEM
-from epm_spark.models.matcher.supervision_config import EndpointSettings, TeacherSettings
-from epm_spark.models.matcher.teacher import EndpointTeacher, build_teacher
+from epm_spark.models.matcher.supervision.endpoint import ChatEndpoint, EndpointError
+from epm_spark.models.matcher.supervision.judges import EndpointJudge, build_judge
+from epm_spark.models.matcher.supervision.prompts import DECISION_SYSTEM, JUDGE_SYSTEM
+from epm_spark.models.matcher.supervision.settings import EndpointSettings, TeacherSettings
+from epm_spark.models.matcher.supervision.teacher import EndpointTeacher, build_teacher
 
 DECISION = {"label": "no_match", "confidence": 0.8, "evidence": {"capacity": "different"},
             "noise_ignored": [], "rationale": "Different capacity (1 TB vs 2 TB)."}

@@ -12,7 +12,7 @@ from tiny_student import TOY_PAIRS, listing, pair_rows, tiny_student  # noqa: F4
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
 from epm_spark.models.matcher.evaluation import MatchingEvaluator, matching_metrics, stratified_sample, tune_threshold
-from epm_spark.models.matcher.inference import Matcher
+from epm_spark.models.matcher.student.inference import Matcher
 from epm_spark.models.matcher.model_folder import MatcherCard, next_version, read_card, write_card
 from epm_spark.models.matcher.settings import InferenceSettings
 

@@ -12,13 +12,13 @@ from matcher_pairs import hard_pair_frame, write_hard_warehouse
 from epm_spark.config import Settings, from_dict
 from epm_spark.errors import ConfigError, EnvironmentProblem, InputError
 from epm_spark.models.matcher.decision import MatchDecision
-from epm_spark.models.matcher.judges import AttributeConsistencyJudge, build_judge
+from epm_spark.models.matcher.supervision.judges import AttributeConsistencyJudge, build_judge
 from epm_spark.models.matcher.pairs import listing
-from epm_spark.models.matcher.preference import (
+from epm_spark.models.matcher.supervision.preference import (
     CORRUPTIONS, PreferenceJudge, agreeing_decisions, corrupt_decision, preference_pairs, train_preference_judge,
 )
-from epm_spark.models.matcher.supervision_config import PreferenceJudgeSettings
-from epm_spark.models.matcher.teacher import AgenticTeacher
+from epm_spark.models.matcher.supervision.settings import PreferenceJudgeSettings
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
 SSD_1TB = {"title": "Samsung 870 EVO 1TB SATA SSD MZ-77E1T0B"}
 SSD_2TB = {"title": "Samsung 870 EVO 2TB SATA SSD MZ-77E2T0B"}

@@ -13,11 +13,11 @@ from epm_spark.cli import main
 from epm_spark.errors import InputError
 from epm_spark.io.schemas import RATIONALES
 from epm_spark.models.matcher.decision import parse_decision
-from epm_spark.models.matcher.review import (
+from epm_spark.models.matcher.supervision.review import (
     QUEUE_COLUMNS, apply_verdicts, merge_rationales, rationale_rows, read_review_file, review_queue,
     sft_training_set, write_review_file,
 )
-from epm_spark.models.matcher.teacher import AgenticTeacher, TeacherResult
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, TeacherResult
 
 NOW = pd.Timestamp("2026-11-23T10:00:00Z")
 

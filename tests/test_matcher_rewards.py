@@ -10,12 +10,12 @@ from matcher_pairs import hard_pair_frame
 from epm_spark.config import from_dict, Settings
 from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.decision import MatchDecision
-from epm_spark.models.matcher.judges import AttributeConsistencyJudge, rationale_claims
-from epm_spark.models.matcher.rewards import (
+from epm_spark.models.matcher.supervision.judges import AttributeConsistencyJudge, rationale_claims
+from epm_spark.models.matcher.supervision.rewards import (
     CombinedReward, JudgeReward, build_rewards, combined_reward, completion_text, format_reward, format_score,
     judge_reward, label_reward, reward_columns,
 )
-from epm_spark.models.matcher.supervision_config import RewardSettings
+from epm_spark.models.matcher.supervision.settings import RewardSettings
 
 SSD_1TB = {"title": "Samsung 870 EVO 1TB SATA SSD MZ-77E1T0B"}
 SSD_2TB = {"title": "Samsung 870 EVO 2TB SATA SSD MZ-77E2T0B"}
@@ -127,7 +127,7 @@ def test_attribute_judge_checks_quoted_values_and_coherence():
 
 def test_attribute_judge_rewards_the_agentic_teachers_own_rationales():
     from epm_spark.models.matcher.pairs import listing
-    from epm_spark.models.matcher.teacher import AgenticTeacher
+    from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
     frame = hard_pair_frame()
     rows = frame.to_dict("records")
@@ -213,7 +213,7 @@ def test_rewards_plug_into_trl_grpo_trainer(tmp_path):
     from trl import GRPOConfig, GRPOTrainer
 
     from epm_spark.models.matcher.pairs import listing
-    from epm_spark.models.matcher.prompts import decision_messages
+    from epm_spark.models.matcher.supervision.prompts import decision_messages
 
     frame = hard_pair_frame().head(4)
     prompts = [decision_messages(listing(r, "left"), listing(r, "right"))[1]["content"]

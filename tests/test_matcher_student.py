@@ -11,9 +11,9 @@ from tiny_student import TOY_PAIRS, listing, pair_rows, tiny_student  # noqa: F4
 
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
-from epm_spark.models.matcher.prompt import DECISION_PREFIX, LabelTokens, PairPrompter, encode
+from epm_spark.models.matcher.student.prompt import DECISION_PREFIX, LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import PromptSettings
-from epm_spark.models.matcher.student import load_student, load_tokenizer, resolve_student
+from epm_spark.models.matcher.student.model import load_student, load_tokenizer, resolve_student
 
 
 def test_prompt_holds_both_listings_in_the_chat_template(tiny_student):
@@ -93,7 +93,7 @@ def test_tokenizer_without_chat_template_is_refused(tiny_student, tmp_path):
 
 @pytest.mark.real_model
 def test_packaged_gguf_converts_once_to_a_loadable_folder(tmp_path):
-    from epm_spark.models.matcher.student import convert_gguf
+    from epm_spark.models.matcher.student.model import convert_gguf
     from epm_spark.models.weights import packaged_student_gguf
 
     folder = convert_gguf(packaged_student_gguf(), root=tmp_path)

@@ -8,9 +8,9 @@ from matcher_pairs import HARD_PAIRS, hard_pair_frame
 
 from epm_spark.errors import ConfigError, InputError
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH, parse_decision
-from epm_spark.models.matcher.judges import rationale_claims
+from epm_spark.models.matcher.supervision.judges import rationale_claims
 from epm_spark.models.matcher.pairs import gold_label, join_listings, listing, listing_json, parse_listing
-from epm_spark.models.matcher.teacher import (
+from epm_spark.models.matcher.supervision.teacher import (
     AgenticTeacher, DecisionRules, Teacher, TeacherResult, agreement, build_teacher,
 )
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from epm_spark.models.matcher.judges import AttributeConsistencyJudge
+from epm_spark.models.matcher.supervision.judges import AttributeConsistencyJudge
 from epm_spark.models.matcher.pairs import benchmark_pairs, listing
-from epm_spark.models.matcher.teacher import AgenticTeacher, agreement
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, agreement
 
 pytestmark = pytest.mark.benchmark_data
 
@@ -33,7 +33,7 @@ def test_agentic_teacher_agrees_with_gold_on_real_pairs(benchmarks_dir, name, fl
 
 
 def test_attribute_judge_prefers_the_teachers_rationales_to_flipped_ones(benchmarks_dir):
-    from epm_spark.models.matcher.preference import corrupt_decision
+    from epm_spark.models.matcher.supervision.preference import corrupt_decision
 
     pairs = frame(benchmarks_dir, "wdc_products", 300)
     decisions = [r.decision for r in AgenticTeacher().decide(pairs)]

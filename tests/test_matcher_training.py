@@ -11,12 +11,12 @@ from tiny_student import TOY_PAIRS, pair_rows, tiny_student  # noqa: F401
 
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
-from epm_spark.models.matcher.inference import Matcher
+from epm_spark.models.matcher.student.inference import Matcher
 from epm_spark.models.matcher.model_folder import read_card
-from epm_spark.models.matcher.rewards import completion_text, format_reward, label_reward
-from epm_spark.models.matcher.rl import select_prompts, train_rl
+from epm_spark.models.matcher.supervision.rewards import completion_text, format_reward, label_reward
+from epm_spark.models.matcher.student.rl import select_prompts, train_rl
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, RLSettings, SFTSettings
-from epm_spark.models.matcher.sft import sft_examples, train_sft
+from epm_spark.models.matcher.student.sft import sft_examples, train_sft
 
 INFERENCE = InferenceSettings(batch_size=4, validation_pairs=8, max_new_tokens=64)
 
@@ -82,8 +82,8 @@ def test_sft_learns_the_decision_format(tiny_student, tmp_path):
 
 
 def test_sft_refuses_invalid_teacher_decisions(tiny_student):
-    from epm_spark.models.matcher.prompt import PairPrompter
-    from epm_spark.models.matcher.student import load_tokenizer
+    from epm_spark.models.matcher.student.prompt import PairPrompter
+    from epm_spark.models.matcher.student.model import load_tokenizer
 
     frame = pair_rows(TOY_PAIRS[:1]).assign(decision_json='{"label": "maybe"}')
     with pytest.raises(InputError, match="SFT example 0: the decision is not valid"):
@@ -129,7 +129,7 @@ def test_rl_prompt_selection_prefers_groups_that_disagree():
 
 
 def test_balanced_sample_evens_out_benchmarks_and_labels():
-    from epm_spark.models.matcher.training import balanced_sample
+    from epm_spark.models.matcher.student.training import balanced_sample
 
     frame = pd.DataFrame({"benchmark": ["a"] * 100 + ["b"] * 40, "label": ([1] * 10 + [0] * 90) + ([1] * 20 + [0] * 20)})
     sample = balanced_sample(frame, 40, 0.4)
@@ -141,7 +141,7 @@ def test_balanced_sample_evens_out_benchmarks_and_labels():
 
 
 def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_student, tmp_path, monkeypatch):
-    import epm_spark.models.matcher.sft as sft_module
+    import epm_spark.models.matcher.student.sft as sft_module
 
     frame = _decisions(pair_rows(TOY_PAIRS))
     settings = SFTSettings(max_steps=1, batch_size=2, gradient_accumulation=1, warmup_ratio=0.0, save_steps=1,

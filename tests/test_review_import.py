@@ -8,8 +8,8 @@ from matcher_pairs import hard_pair_frame
 
 from epm_spark.cli import main
 from epm_spark.io import delta
-from epm_spark.models.matcher.review import RATIONALE_KEY, rationale_rows
-from epm_spark.models.matcher.teacher import AgenticTeacher
+from epm_spark.models.matcher.supervision.review import RATIONALE_KEY, rationale_rows
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
 NOW = pd.Timestamp("2026-11-23T10:00:00Z")
 

@@ -46,8 +46,8 @@ def _report(predicted: np.ndarray, gold: np.ndarray, seconds: float, **extra: An
 def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: bool = False,
                      mode: str = "label") -> dict[str, Any]:
     from epm_spark.models.matcher.cascade.cascade import TIERS, Cascade
-    from epm_spark.models.matcher.inference import Matcher
-    from epm_spark.models.matcher.teacher import AgenticTeacher
+    from epm_spark.models.matcher.student.inference import Matcher
+    from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
     if mode not in ("label", "explain"):
         raise InputError(f"mode must be label or explain, got {mode!r}")

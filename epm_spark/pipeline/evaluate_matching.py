@@ -40,7 +40,7 @@ def evaluate_matching(settings: Settings, *, benchmark: str, split: str = "test"
     from epm_spark.io.benchmarks import load_benchmark
     from epm_spark.models.matcher.cascade.cascade import is_cascade
     from epm_spark.models.matcher.evaluation import MatchingEvaluator, stratified_sample, tune_threshold
-    from epm_spark.models.matcher.inference import Matcher
+    from epm_spark.models.matcher.student.inference import Matcher
     from epm_spark.models.matcher.pairs import benchmark_pairs
 
     bench = load_benchmark(benchmark, name=name)

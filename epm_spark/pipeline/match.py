@@ -80,7 +80,7 @@ def _matcher(model: str, device: str, inference):
         import transformers
 
         from epm_spark.models.matcher.cascade.cascade import Cascade, is_cascade
-        from epm_spark.models.matcher.inference import Matcher
+        from epm_spark.models.matcher.student.inference import Matcher
 
         transformers.utils.logging.disable_progress_bar()
         log.info("loading matcher %s on %s", model, device)

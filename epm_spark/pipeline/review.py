@@ -13,7 +13,7 @@ from epm_spark.config import Settings
 from epm_spark.errors import InputError
 from epm_spark.io import delta
 from epm_spark.models.matcher.jobs import _rationales
-from epm_spark.models.matcher.review import ReviewImport, apply_verdicts, read_review_file
+from epm_spark.models.matcher.supervision.review import ReviewImport, apply_verdicts, read_review_file
 
 __all__ = ["import_review"]
 

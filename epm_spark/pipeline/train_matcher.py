@@ -79,14 +79,14 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
         info = {"tables": _table_versions(warehouse, ("rationales", "products", "labelled_pairs")),
                 "statuses": train["status"].value_counts().to_dict() if "status" in train else None,
                 "benchmarks_requested": benchmarks}
-        from epm_spark.models.matcher.sft import train_sft
+        from epm_spark.models.matcher.student.sft import train_sft
 
         card = train_sft(train, folder, student=m.student, settings=sft, prompt=m.prompt, inference=m.inference,
                          valid=valid, init=init, data_info=info)
         return card, folder
 
-    from epm_spark.models.matcher.rewards import build_rewards
-    from epm_spark.models.matcher.rl import train_rl
+    from epm_spark.models.matcher.supervision.rewards import build_rewards
+    from epm_spark.models.matcher.student.rl import train_rl
 
     start = init or latest_model(m.models_dir, "sft")
     if start is None:
@@ -120,7 +120,7 @@ def _train_cascade(settings: Settings, benchmarks: list[str] | None, valid: pd.D
     from epm_spark.io.delta import table_exists
     from epm_spark.models.matcher.cascade.train import train_cascade
     from epm_spark.models.matcher.jobs import labelled_pair_frame, load_sft_training_set, teach
-    from epm_spark.models.matcher.rewards import build_rewards
+    from epm_spark.models.matcher.supervision.rewards import build_rewards
 
     warehouse = settings.warehouse
     train = _per_benchmark(lambda b: labelled_pair_frame(warehouse, benchmark=b, split="train"), benchmarks)

@@ -74,7 +74,7 @@ def stratified_sample(pairs: pd.DataFrame, n: int | None, seed: int = 0, by: str
 
 @dataclass
 class MatchingEvaluator:
-    """Evaluates a :class:`~epm_spark.models.matcher.inference.Matcher` on a pair frame with gold ``label``.
+    """Evaluates a :class:`~epm_spark.models.matcher.student.inference.Matcher` on a pair frame with gold ``label``.
 
     ``label`` mode thresholds P(match); ``explain`` mode takes the generated decision's label,
     and a pair whose output failed the schema counts as not matched (and lowers the

@@ -24,11 +24,11 @@ import pandas as pd
 
 from epm_spark.errors import InputError, TableNotFoundError
 from epm_spark.models.matcher.pairs import benchmark_pairs, join_listings
-from epm_spark.models.matcher.review import (
+from epm_spark.models.matcher.supervision.review import (
     apply_verdicts, merge_rationales, rationale_rows, read_review_file, review_queue, sft_training_set,
     write_review_file,
 )
-from epm_spark.models.matcher.teacher import agreement, build_teacher
+from epm_spark.models.matcher.supervision.teacher import agreement, build_teacher
 
 __all__ = ["TeachReport", "teach", "export_review", "import_review", "load_sft_training_set", "evaluate_teacher",
            "labelled_pair_frame", "train_judge", "select_split"]
@@ -200,8 +200,8 @@ def train_judge(settings: Any, *, out: str | Path, benchmark: str | None = None,
     agreeing with gold), or, with ``from_benchmarks``, from the agentic teacher's
     decisions that agree with gold on those benchmark folders' ``split``.
     """
-    from epm_spark.models.matcher.preference import agreeing_decisions, train_preference_judge
-    from epm_spark.models.matcher.teacher import AgenticTeacher
+    from epm_spark.models.matcher.supervision.preference import agreeing_decisions, train_preference_judge
+    from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
     if from_benchmarks:
         from epm_spark.io.benchmarks import load_benchmark

@@ -35,7 +35,7 @@ from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
-from epm_spark.models.matcher.teacher import AgenticTeacher, rationale_for
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, rationale_for
 
 __all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "logit"]
 
@@ -96,7 +96,7 @@ class Cascade:
     def student(self):
         """The student tier's matcher, loaded on first use (None when the cascade has none)."""
         if self._student is None and self.spec.get("student"):
-            from epm_spark.models.matcher.inference import Matcher
+            from epm_spark.models.matcher.student.inference import Matcher
 
             self._student = Matcher.load(str(self.folder / self.spec["student"]), self.inference)
         return self._student

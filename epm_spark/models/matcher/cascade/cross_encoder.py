@@ -147,7 +147,7 @@ def train_cross_encoder(train: pd.DataFrame, out: str | Path, settings: CrossEnc
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from epm_spark.models.matcher.training import LogProgress, checkpoint_to_resume, quiet
+    from epm_spark.models.matcher.student.training import LogProgress, checkpoint_to_resume, quiet
 
     settings = settings or CrossEncoderSettings()
     if train.empty or "label" not in train:

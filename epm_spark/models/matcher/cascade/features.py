@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from epm_spark.models.matcher.attributes import Evidence
+from epm_spark.models.matcher.supervision.attributes import Evidence
 from epm_spark.models.matcher.decision import ATTRIBUTES
-from epm_spark.models.matcher.teacher import AgenticTeacher
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
 __all__ = ["TEACHER_FEATURES", "teacher_features", "pair_features", "TitleTfidf"]
 

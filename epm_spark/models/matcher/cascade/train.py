@@ -43,8 +43,8 @@ from epm_spark.models.matcher.evaluation import (
 )
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card, write_card
 from epm_spark.models.matcher.settings import SHORT_SYSTEM, MatcherSettings
-from epm_spark.models.matcher.teacher import AgenticTeacher, agreement
-from epm_spark.models.matcher.training import balanced_sample
+from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, agreement
+from epm_spark.models.matcher.student.training import balanced_sample
 
 __all__ = ["train_cascade", "short_decision_examples"]
 
@@ -194,9 +194,9 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
 def _train_student(train, train_evidence, valid, out: Path, matcher: MatcherSettings, explained, reward_funcs,
                    reward_weights, max_steps):
     """SFT then RL; both scored on the same valid sample. Returns (report, sample rows, P(match) of RL)."""
-    from epm_spark.models.matcher.inference import Matcher
-    from epm_spark.models.matcher.rl import train_rl
-    from epm_spark.models.matcher.sft import train_sft
+    from epm_spark.models.matcher.student.inference import Matcher
+    from epm_spark.models.matcher.student.rl import train_rl
+    from epm_spark.models.matcher.student.sft import train_sft
 
     s = matcher.cascade
     prompt = replace(matcher.prompt, label_system=matcher.prompt.label_system or SHORT_SYSTEM)

@@ -34,9 +34,9 @@ from typing import Any
 import pandas as pd
 
 from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision, parse_decision, parse_short_decision
-from epm_spark.models.matcher.judges import AttributeConsistencyJudge, Judge
+from epm_spark.models.matcher.supervision.judges import AttributeConsistencyJudge, Judge
 from epm_spark.models.matcher.pairs import gold_label, listing, listing_json, parse_listing
-from epm_spark.models.matcher.supervision_config import RewardSettings
+from epm_spark.models.matcher.supervision.settings import RewardSettings
 
 __all__ = [
     "completion_text",
@@ -201,7 +201,7 @@ def build_rewards(settings: Any = None, judge: Judge | None = None, *, short: bo
     ``settings``: the root :class:`~epm_spark.config.Settings` (or ``None`` for defaults).
     ``judge``: overrides the judge the settings name (e.g. a judge already loaded).
     """
-    from epm_spark.models.matcher.judges import build_judge
+    from epm_spark.models.matcher.supervision.judges import build_judge
 
     rewards = settings.rewards if settings is not None else RewardSettings()
     if judge is None:

@@ -28,9 +28,9 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import DecisionFormatError, parse_decision, parse_short_decision
 from epm_spark.models.matcher.model_folder import MatcherCard
 from epm_spark.models.matcher.pairs import listing
-from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
+from epm_spark.models.matcher.student.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings, SFTSettings
-from epm_spark.models.matcher.training import (
+from epm_spark.models.matcher.student.training import (
     LogProgress,
     quiet,
     balanced_sample,
@@ -50,7 +50,7 @@ def sft_examples(frame: pd.DataFrame, prompter: PairPrompter, max_length: int | 
     """A tokenized ``datasets.Dataset`` (input_ids, completion_mask) from a frame of (pair, decision) rows.
 
     ``frame`` is a pair frame (``left_*`` / ``right_*`` listing columns) with a ``decision_json``
-    column holding the decision to learn (what :func:`~epm_spark.models.matcher.review.sft_training_set`
+    column holding the decision to learn (what :func:`~epm_spark.models.matcher.supervision.review.sft_training_set`
     returns: verified or agreeing teacher decisions). A row whose ``short_json`` holds a short
     decision is a label-phase example instead: the label system message and the short answer. Every decision must pass the strict parser:
     a malformed one is an error, since training on it would teach the format failure.

@@ -34,7 +34,7 @@ from epm_spark.models.matcher.decision import (
     MATCH, MAX_RATIONALE_CHARS, NO_MATCH, DecisionFormatError, MatchDecision, parse_decision,
 )
 from epm_spark.models.matcher.pairs import gold_label, join_listings
-from epm_spark.models.matcher.teacher import TeacherResult
+from epm_spark.models.matcher.supervision.teacher import TeacherResult
 
 __all__ = [
     "RATIONALE_KEY",

@@ -8,7 +8,7 @@ A teacher takes a pair frame (see :mod:`epm_spark.models.matcher.pairs`: ``left_
   ``strip_noise -> extract_attributes -> compare -> decide``, whose rationale quotes
   the values it extracted ("Different capacity (1 TB vs 2 TB)").
 * :class:`EndpointTeacher`: any OpenAI-compatible chat endpoint (a vLLM server or a
-  hosted API), through :class:`~epm_spark.models.matcher.endpoint.ChatEndpoint`.
+  hosted API), through :class:`~epm_spark.models.matcher.supervision.endpoint.ChatEndpoint`.
 
 A result either holds a valid :class:`MatchDecision` or says why there is none
 (``failure``); nothing is filled in by default.
@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from epm_spark.models.matcher.attributes import (
+from epm_spark.models.matcher.supervision.attributes import (
     AttributeComparison, Evidence, ListingAttributes, compare, extract, strip_noise, token_weights,
 )
 from epm_spark.models.matcher.decision import (
@@ -292,7 +292,7 @@ class AgenticTeacher:
 class EndpointTeacher:
     """A chat endpoint as teacher: one prompt per pair, answers parsed with the strict parser.
 
-    Requests go through :class:`~epm_spark.models.matcher.endpoint.ChatEndpoint` (bounded
+    Requests go through :class:`~epm_spark.models.matcher.supervision.endpoint.ChatEndpoint` (bounded
     concurrency, retries with back-off, on-disk cache, token and cost accounting). An
     answer that fails :func:`parse_decision` is asked again once, with the parser's
     reason; a second failure is recorded as a format failure.
@@ -305,7 +305,7 @@ class EndpointTeacher:
         self.format_retries = format_retries
 
     def decide(self, pairs: pd.DataFrame) -> list[TeacherResult]:
-        from epm_spark.models.matcher.prompts import decision_messages, repair_message
+        from epm_spark.models.matcher.supervision.prompts import decision_messages, repair_message
 
         rows = pairs.to_dict("records")
         conversations = [decision_messages(listing(r, "left"), listing(r, "right")) for r in rows]
@@ -347,7 +347,7 @@ def build_teacher(kind: str, settings: Any = None) -> Teacher:
     if kind == "agentic":
         return AgenticTeacher()
     if kind == "endpoint":
-        from epm_spark.models.matcher.endpoint import ChatEndpoint
+        from epm_spark.models.matcher.supervision.endpoint import ChatEndpoint
 
         if settings is None:
             raise ConfigError("the endpoint teacher needs the teacher.endpoint settings")

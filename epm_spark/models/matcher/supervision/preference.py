@@ -4,7 +4,7 @@ Input: the two listings as text (first segment) and a decision JSON (second segm
 output: one logit ``r``, reported as the score ``sigmoid(r)`` in [0, 1].
 
 Training data are preference pairs built from decisions known to be good (verified by a
-person, or agreeing with gold: :func:`~epm_spark.models.matcher.review.sft_training_set`).
+person, or agreeing with gold: :func:`~epm_spark.models.matcher.supervision.review.sft_training_set`).
 Each preferred decision is paired with corrupted versions of itself
 (:func:`corrupt_decision`): the label flipped, an attribute claim contradicted
 ("same capacity" where it was "different"), quoted values swapped for values in
@@ -40,7 +40,7 @@ import pandas as pd
 from epm_spark.errors import EnvironmentProblem, InputError
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH, MatchDecision, parse_decision
 from epm_spark.models.matcher.pairs import listing
-from epm_spark.models.matcher.supervision_config import PreferenceJudgeSettings
+from epm_spark.models.matcher.supervision.settings import PreferenceJudgeSettings
 from epm_spark.models.text import listing_text
 
 __all__ = [

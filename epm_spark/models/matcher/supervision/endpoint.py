@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from epm_spark.errors import EnvironmentProblem
-from epm_spark.models.matcher.supervision_config import EndpointSettings
+from epm_spark.models.matcher.supervision.settings import EndpointSettings
 from epm_spark.progress import progress
 
 __all__ = ["ChatEndpoint", "ChatAnswer", "EndpointUsage", "EndpointError", "Messages"]

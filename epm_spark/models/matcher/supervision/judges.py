@@ -7,7 +7,7 @@ not score that decision (an endpoint that failed); TRL's GRPO treats it as missi
 * :class:`AttributeConsistencyJudge`: checks the decision's claims (evidence verdicts
   and rationale phrases such as "same capacity") and the values it quotes against the
   attributes extracted from the two listings. No model, deterministic.
-* :class:`~epm_spark.models.matcher.preference.PreferenceJudge`: a learned cross-encoder
+* :class:`~epm_spark.models.matcher.supervision.preference.PreferenceJudge`: a learned cross-encoder
   reward model (Bradley-Terry on preferred vs corrupted rationales).
 * :class:`EndpointJudge`: an LLM endpoint scoring against a rubric.
 """
@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from epm_spark.models.matcher.attributes import (
+from epm_spark.models.matcher.supervision.attributes import (
     Evidence, model_numbers_related, looks_like_model_number, compare, extract, normalise_model_number, parse_measures,
 )
 from epm_spark.models.matcher.decision import ATTRIBUTES, MATCH, NO_MATCH, MatchDecision
@@ -209,7 +209,7 @@ class AttributeConsistencyJudge:
 class EndpointJudge:
     """An LLM endpoint as judge: a rubric prompt, the answer ``{"score": s, "reason": "..."}``.
 
-    Same client as the endpoint teacher (:class:`~epm_spark.models.matcher.endpoint.ChatEndpoint`:
+    Same client as the endpoint teacher (:class:`~epm_spark.models.matcher.supervision.endpoint.ChatEndpoint`:
     cache, retries, accounting). An answer without a readable score in [0, 1] is asked
     again once; a second failure, or a failed request, scores ``None`` and is counted
     in ``failures``.
@@ -224,7 +224,7 @@ class EndpointJudge:
 
     def score(self, decisions: Sequence[MatchDecision], lefts: Sequence[Mapping[str, Any]],
               rights: Sequence[Mapping[str, Any]]) -> list[float | None]:
-        from epm_spark.models.matcher.prompts import judge_messages, parse_judge_score, repair_message
+        from epm_spark.models.matcher.supervision.prompts import judge_messages, parse_judge_score, repair_message
 
         conversations = [judge_messages(d, left, right) for d, left, right in zip(decisions, lefts, rights,
                                                                                    strict=True)]
@@ -261,14 +261,14 @@ def build_judge(settings: Any) -> Judge:
     if judges.kind == "attribute":
         return AttributeConsistencyJudge(claim_weight=judges.claim_weight)
     if judges.kind == "preference":
-        from epm_spark.models.matcher.preference import PreferenceJudge
+        from epm_spark.models.matcher.supervision.preference import PreferenceJudge
 
         if not judges.preference.path:
             raise ConfigError("judges.kind is preference but judges.preference.path names no trained judge; "
                               "train one with `epm-spark train-judge`")
         return PreferenceJudge.load(judges.preference.path)
     if judges.kind == "endpoint":
-        from epm_spark.models.matcher.endpoint import ChatEndpoint
+        from epm_spark.models.matcher.supervision.endpoint import ChatEndpoint
 
         endpoint = judges.endpoint if judges.endpoint.base_url else settings.teacher.endpoint
         if not endpoint.configured:

@@ -3,7 +3,7 @@
 A stage starts from a student (``packaged:smollm2``, a model folder) or from a matcher
 model folder: that folder's adapters are merged into the base weights and a fresh LoRA
 adapter is trained on top, so the result is ``base + adapters[0] + ... + new adapter``,
-applied in order at load time (:func:`epm_spark.models.matcher.inference.load_matcher_model`).
+applied in order at load time (:func:`epm_spark.models.matcher.student.inference.load_matcher_model`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: boo
     With ``bf16`` the weights are bf16 on a GPU; on a CPU they stay float32 and the Trainer's
     bf16 autocast does the matmuls in bf16 (pure-bf16 weights lose LoRA updates to rounding).
     """
-    from epm_spark.models.matcher.inference import load_matcher_model
+    from epm_spark.models.matcher.student.inference import load_matcher_model
 
     gpu_bf16 = bf16 and torch.cuda.is_available()
     model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if gpu_bf16 else "float32")
@@ -165,7 +165,7 @@ def finish_model_folder(folder: Path, *, stage: str, start: StartingPoint, train
                         valid: pd.DataFrame | None, inference: InferenceSettings, training: dict[str, Any],
                         metrics: dict[str, Any], save_merged: bool) -> MatcherCard:
     """Write adapters, tokenizer, optional merged weights, tuned thresholds and the card."""
-    from epm_spark.models.matcher.inference import Matcher
+    from epm_spark.models.matcher.student.inference import Matcher
 
     adapters = []
     for i, src in enumerate(start.adapters):

@@ -10,7 +10,7 @@ the reward, and uses the group-normalised reward as the advantage of every token
 with rho the probability ratio to the sampling policy. TRL's ``GRPOTrainer`` runs it with a
 fresh peft LoRA adapter on top of the SFT model (its adapters merged into the base, so the
 reference policy, when ``beta > 0``, is the SFT model). The reward functions are the plain
-callables of :mod:`epm_spark.models.matcher.rewards`, weighted by TRL's ``reward_weights``.
+callables of :mod:`epm_spark.models.matcher.supervision.rewards`, weighted by TRL's ``reward_weights``.
 
 Prompts: GRPO learns nothing from a prompt whose G samples all score the same (zero
 advantage), and on a CPU every step counts. So a pool of training pairs is first scored by
@@ -35,10 +35,10 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.evaluation import stratified_sample
 from epm_spark.models.matcher.model_folder import MatcherCard
 from epm_spark.models.matcher.pairs import listing
-from epm_spark.models.matcher.prompt import PairPrompter, check_pair_frame
-from epm_spark.models.matcher.rewards import reward_columns
+from epm_spark.models.matcher.student.prompt import PairPrompter, check_pair_frame
+from epm_spark.models.matcher.supervision.rewards import reward_columns
 from epm_spark.models.matcher.settings import InferenceSettings, RLSettings
-from epm_spark.models.matcher.training import (
+from epm_spark.models.matcher.student.training import (
     LogProgress,
     quiet,
     checkpoint_to_resume,
@@ -98,7 +98,7 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     """GRPO from the model folder ``init`` (the SFT model) on training ``pairs`` with gold labels."""
     from trl import GRPOConfig, GRPOTrainer
 
-    from epm_spark.models.matcher.inference import Matcher
+    from epm_spark.models.matcher.student.inference import Matcher
 
     settings = settings or RLSettings()
     inference = inference or InferenceSettings()

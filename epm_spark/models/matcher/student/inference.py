@@ -30,9 +30,9 @@ import torch
 
 from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision, parse_decision
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card
-from epm_spark.models.matcher.prompt import LabelTokens, PairPrompter, encode
+from epm_spark.models.matcher.student.prompt import LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings
-from epm_spark.models.matcher.student import load_student, load_tokenizer, pick_device, resolve_student
+from epm_spark.models.matcher.student.model import load_student, load_tokenizer, pick_device, resolve_student
 from epm_spark.progress import progress
 
 __all__ = ["Matcher", "Explanation", "load_matcher_model"]
