@@ -160,3 +160,19 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(tiny_student, tmp_path
     card = train_sft(frame, tmp_path / "m", student=str(tiny_student), inference=INFERENCE, settings=settings)
     assert card.training["resumed_from"].endswith("checkpoint-1")
     assert card.training["steps"] == 2 and len(card.metrics["loss_history"]) == 1, "only step 2 ran again"
+
+
+def test_lora_on_the_top_layers_only_leaves_the_lower_ones_frozen(tiny_student):
+    from peft import get_peft_model
+
+    from epm_spark.models.matcher.settings import LoraSettings
+    from epm_spark.models.matcher.student.model import load_student
+    from epm_spark.models.matcher.student.training import lora_config
+
+    model, _ = load_student(str(tiny_student), dtype="float32")
+    adapted = get_peft_model(model, lora_config(LoraSettings(top_layers=1), model))
+    trainable = [n for n, p in adapted.named_parameters() if p.requires_grad]
+    assert trainable and all(".layers.1." in n for n in trainable)
+    # every linear projection of that layer, none of the head
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                     "up_proj", "down_proj"}

@@ -152,7 +152,7 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     )
     progress_log = LogProgress("rl")
     trainer = GRPOTrainer(model=start.model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
-                          processing_class=start.tokenizer, peft_config=lora_config(settings.lora),
+                          processing_class=start.tokenizer, peft_config=lora_config(settings.lora, start.model),
                           callbacks=[progress_log])
     quiet(trainer)
     resume = checkpoint_to_resume(out)

@@ -133,7 +133,7 @@ def train_sft(frame: pd.DataFrame, out: str | Path, *, student: str = "packaged:
     )
     progress_log = LogProgress("sft")
     trainer = SFTTrainer(model=start.model, args=args, train_dataset=dataset, processing_class=start.tokenizer,
-                         peft_config=lora_config(settings.lora), callbacks=[progress_log])
+                         peft_config=lora_config(settings.lora, start.model), callbacks=[progress_log])
     quiet(trainer)
     resume = checkpoint_to_resume(out)
     if resume:

@@ -89,14 +89,26 @@ def balanced_sample(frame: pd.DataFrame, n: int | None, positive_share: float | 
     return pd.concat(parts).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def lora_config(settings: LoraSettings):
+def lora_config(settings: LoraSettings, model=None):
+    """peft's LoraConfig; with ``top_layers``, only the model's top layers get adapters."""
     from peft import LoraConfig
 
     targets: str | list[str] = settings.target_modules
     if targets == ["all-linear"]:
         targets = "all-linear"
+    layers = None
+    if settings.top_layers is not None:
+        n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        if n is None:
+            raise ValueError("lora top_layers needs a model whose config names num_hidden_layers")
+        layers = list(range(max(0, n - settings.top_layers), n))
+        if targets == "all-linear":
+            # peft takes a layer subset only with named modules: every linear layer's name but the head's.
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and ".layers." in name})
     return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
+                      target_modules=targets, task_type="CAUSAL_LM", layers_to_transform=layers,
+                      layers_pattern="layers" if layers is not None else None)
 
 
 class LogProgress(TrainerCallback):
