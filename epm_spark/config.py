@@ -237,6 +237,8 @@ class DemoSettings:
     k: int = 3
     # The cascade trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark):
     # the recipe of `train-matcher --stage all` with a first-run budget of a few CPU minutes.
+    # Products of the separate training catalog the matcher learns from (not the night's).
+    training_products: int = 300
     cross_encoder_epochs: float = 3.0
     sft_steps: int = 24
     sft_examples: int = 192
@@ -247,7 +249,7 @@ class DemoSettings:
     max_explain_per_batch: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "products", "k", "sft_steps", "sft_examples", "cross_encoder_epochs")
+        _positive(self, "products", "k", "sft_steps", "sft_examples", "cross_encoder_epochs", "training_products")
         if self.competitors < 1:
             raise ConfigError("competitors must be >= 1: price matching needs a competitor")
         if self.rl_steps < 0 or self.rl_examples < 0:

@@ -6,7 +6,8 @@
 2. ingest each the way a user would (``--map`` for the shop whose export speaks German);
 3. on the first run only, train the matcher cascade through the real job
    (``train-matcher --stage all``: teacher, cross-encoder, student SFT and RL, combiners)
-   on the synthetic labelled pairs, with a CPU-sized budget, and cache it;
+   on the labelled pairs of a separate synthetic training catalog, with a CPU-sized
+   budget, and cache it;
 4. embed, block, match, dedup and price-match, as the nightly batch does;
 5. print a summary: the matches' precision, recall and F1 against the generator's truth,
    where the tables are, and queries to try.
@@ -35,7 +36,7 @@ EXPORT_MAPS = {
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
 # Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
-DEMO_MATCHER_RECIPE = 2
+DEMO_MATCHER_RECIPE = 3
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
@@ -55,12 +56,13 @@ def demo_matcher_dir(settings: Settings) -> Path:
 
     d = settings.demo
     student = Path(str(settings.matcher.student)).name.replace(":", "-")
-    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{student}-ce{d.cross_encoder_epochs:g}"
+    return cache_dir() / "demo-matcher" / (f"r{DEMO_MATCHER_RECIPE}-{student}-p{d.training_products}"
+                                           f"-ce{d.cross_encoder_epochs:g}"
                                            f"-sft{d.sft_steps}x{d.sft_examples}-rl{d.rl_steps}x{d.rl_examples}")
 
 
 def demo_training_settings(settings: Settings, work: Path) -> Settings:
-    """The cascade recipe with the demo's CPU budget: fewer epochs and steps, the same tiers."""
+    """The cascade recipe with the demo's CPU budget, on a training warehouse of its own."""
     d, m = settings.demo, settings.matcher
     cascade = dataclasses.replace(
         m.cascade, cross_encoder=dataclasses.replace(m.cascade.cross_encoder, epochs=d.cross_encoder_epochs),
@@ -69,12 +71,19 @@ def demo_training_settings(settings: Settings, work: Path) -> Settings:
     matcher = dataclasses.replace(m, models_dir=str(work), cascade=cascade,
                                   sft=dataclasses.replace(m.sft, max_steps=d.sft_steps),
                                   rl=dataclasses.replace(m.rl, max_steps=max(d.rl_steps, 1), pool=d.rl_examples))
-    return dataclasses.replace(settings, matcher=matcher)
+    return dataclasses.replace(settings, matcher=matcher, warehouse=str(work / "warehouse"))
 
 
-def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = False) -> Path:
-    """The cached demo matcher; trained through ``train-matcher --stage all`` when there is none."""
+def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool = False) -> Path:
+    """The cached demo matcher; trained through ``train-matcher --stage all`` when there is none.
+
+    It learns from a training catalog of its own (other products, other seed, its own
+    warehouse), the way a shop trains on its labelled history, and is then judged on the
+    night's catalogs it has never seen.
+    """
     from epm_spark.models.matcher.model_folder import is_model_folder
+    from epm_spark.pipeline.generate import generate
+    from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
     from epm_spark.pipeline.train_matcher import train_matcher
 
     final = demo_matcher_dir(settings)
@@ -82,14 +91,20 @@ def ensure_demo_matcher(settings: Settings, run_id: str, *, retrain: bool = Fals
         print(f"using the cached demo matcher {final}")
         return final
     d = settings.demo
-    print(f"no trained matcher yet: training the cascade on the synthetic labelled pairs (first run only):\n"
-          f"teacher, cross-encoder {d.cross_encoder_epochs:g} epochs, student SFT {d.sft_steps} steps and RL "
-          f"{d.rl_steps} steps, combiners on valid; cached in {final}", flush=True)
+    print(f"no trained matcher yet: training the cascade on a synthetic training catalog of {d.training_products} "
+          f"products (first run only):\nteacher, cross-encoder {d.cross_encoder_epochs:g} epochs, student SFT "
+          f"{d.sft_steps} steps and RL {d.rl_steps} steps, combiners on valid; cached in {final}", flush=True)
     work = final.with_name(final.name + ".partial")
     t = time.monotonic()
+    local = demo_training_settings(settings, work)
     # A killed first run leaves .partial: train-matcher continues from its finished tiers.
-    card, model = train_matcher(demo_training_settings(settings, work), stage="all", benchmarks=["synthetic"],
-                                out=str(work / "cascade"))
+    if not Path(local.warehouse, "labelled_pairs").is_dir():
+        report = generate(local, out=str(work / "exports"), products=d.training_products,
+                          competitors=d.competitors, seed=settings.generate.seed + 1000)
+        exports = {source: Export(str(path), EXPORT_MAPS.get(source), EXPORT_CURRENCY.get(source))
+                   for source, path in report.files.items()}
+        run_nightly(spark, local, NightlyPlan(exports, "ours", steps=["ingest"]), run_id=run_id, force=True)
+    card, model = train_matcher(local, stage="all", benchmarks=["synthetic"], out=str(work / "cascade"))
     held_out = card.metrics["validation"]["fast_combiner_held_out"]
     print(f"cascade: {model} in {time.monotonic() - t:.0f} s; held-out valid F1 {held_out['f1']:.3f}", flush=True)
     shutil.rmtree(final, ignore_errors=True)
@@ -150,7 +165,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
 
     _header("3/5 the matcher")
     t = time.monotonic()
-    model = settings.match.model or str(ensure_demo_matcher(settings, run_id, retrain=retrain))
+    model = settings.match.model or str(ensure_demo_matcher(settings, spark, run_id, retrain=retrain))
     timings["matcher"] = time.monotonic() - t
 
     _header("4/5 nightly batch: embed, block, match, dedup, price-match")
