@@ -118,6 +118,9 @@ def train_sft(frame: pd.DataFrame, out: str | Path, *, student: str = "packaged:
         max_steps=settings.max_steps,
         warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
         lr_scheduler_type="cosine",
+        # Short label-phase and long explained examples in one batch would pad the short ones to the
+        # long: batches of similar lengths waste no compute on padding.
+        train_sampling_strategy="group_by_length",
         logging_steps=settings.logging_steps,
         save_steps=settings.save_steps,
         save_total_limit=2,
