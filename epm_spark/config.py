@@ -238,8 +238,8 @@ class DemoSettings:
     # The cascade trained once on synthetic pairs and cached (EPM_CACHE or ~/.cache/epm-spark):
     # the recipe of `train-matcher --stage all` with a first-run budget of a few CPU minutes.
     # Products of the separate training catalog the matcher learns from (not the night's).
-    training_products: int = 300
-    cross_encoder_epochs: float = 3.0
+    training_products: int = 400
+    cross_encoder_epochs: float = 6.0
     sft_steps: int = 24
     sft_examples: int = 192
     rl_steps: int = 2
