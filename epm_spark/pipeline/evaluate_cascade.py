@@ -56,11 +56,19 @@ def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: 
     name = bench.name if bench.name in cascade.spec["thresholds"]["fast"] else None
     decided, seconds = _timed(lambda: cascade.decide(pairs, benchmark=name, show_progress=True))
     shares = decided["decided_by"].value_counts(normalize=True)
+    predicted = (decided["label"] == "match").to_numpy()
+    by_tier = {}
+    for tier in TIERS:
+        mask = (decided["decided_by"] == tier).to_numpy()
+        if mask.any():
+            by_tier[tier] = {"pairs": int(mask.sum()), "accuracy": round(float((predicted[mask] == gold[mask]).mean()), 4),
+                             "fp": int((predicted[mask] & (gold[mask] == 0)).sum()),
+                             "fn": int((~predicted[mask] & (gold[mask] == 1)).sum())}
     report: dict[str, Any] = {
         "benchmark": bench.name, "pairs": int(len(gold)), "positives": int(gold.sum()), "model": model,
         "thresholds_for": name or "default",
         "cascade": _report((decided["label"] == "match").to_numpy(), gold, seconds,
-                           decided_by={t: round(float(shares.get(t, 0.0)), 4) for t in TIERS},
+                           decided_by={t: round(float(shares.get(t, 0.0)), 4) for t in TIERS}, by_tier=by_tier,
                            tier_seconds={k: round(v, 2) for k, v in cascade.timings.items() if k != "pairs"}),
     }
     if ablation:
