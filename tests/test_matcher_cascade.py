@@ -227,6 +227,10 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
         assert {"precision", "recall", "f1", "pairs_per_s"} <= set(r) and 0 <= r["f1"] <= 1
         assert r["tp"] + r["fn"] == 5
     assert sum(report["cascade"]["decided_by"].values()) == pytest.approx(1.0)
+    assert sum(t["pairs"] for t in report["cascade"]["by_tier"].values()) == 10
+    for tier, diff in report["cascade_minus_tier"].items():
+        expected = report["cascade"]["f1"] - report["tiers_alone"][tier]["f1"]
+        assert diff["difference"] == pytest.approx(expected) and diff["ci95_low"] <= diff["ci95_high"]
     assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--mode",
                  "explain", "--limit", "4", "--json"]) == 0
     explained = json.loads(capsys.readouterr().out)["explain"]

@@ -46,6 +46,7 @@ def _report(predicted: np.ndarray, gold: np.ndarray, seconds: float, **extra: An
 def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: bool = False,
                      mode: str = "label") -> dict[str, Any]:
     from epm_spark.models.matcher.cascade.cascade import TIERS, Cascade
+    from epm_spark.models.matcher.evaluation import paired_bootstrap_f1
     from epm_spark.models.matcher.student.inference import Matcher
     from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
@@ -73,21 +74,26 @@ def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: 
     }
     if ablation:
         tiers: dict[str, Any] = {}
+        alone: dict[str, np.ndarray] = {}
         results, s = _timed(lambda: AgenticTeacher().decide(pairs))
-        tiers["teacher"] = _report(np.array([r.label == "match" for r in results]), gold, s)
+        alone["teacher"] = np.array([r.label == "match" for r in results])
+        tiers["teacher"] = _report(alone["teacher"], gold, s)
         logits, s = _timed(lambda: cascade.cross_encoder.predict_logits(pairs, show_progress=True))
         t = cascade.threshold(name, "cross_encoder")
-        tiers["cross_encoder"] = _report(1 / (1 + np.exp(-logits)) >= t, gold, s, threshold=t)
+        alone["cross_encoder"] = 1 / (1 + np.exp(-logits)) >= t
+        tiers["cross_encoder"] = _report(alone["cross_encoder"], gold, s, threshold=t)
         for stage in ("sft", "rl"):
             folder = Path(model) / f"student-{stage}"
             if not folder.is_dir():
                 continue
             student = Matcher.load(str(folder), settings.matcher.inference)
             probs, s = _timed(lambda: student.predict_proba(pairs, show_progress=True))
-            tiers[f"student_{stage}"] = _report(probs >= student.threshold(), gold, s,
-                                                threshold=student.threshold())
+            alone[f"student_{stage}"] = probs >= student.threshold()
+            tiers[f"student_{stage}"] = _report(alone[f"student_{stage}"], gold, s, threshold=student.threshold())
             del student
         report["tiers_alone"] = tiers
+        # F1(cascade) - F1(tier alone) on these pairs, with a paired bootstrap 95% interval.
+        report["cascade_minus_tier"] = {tier: paired_bootstrap_f1(predicted, p, gold) for tier, p in alone.items()}
     if mode == "explain":
         explanations, s = _timed(lambda: cascade.explain(pairs, show_progress=True))
         valid = np.array([e.format_valid for e in explanations])
