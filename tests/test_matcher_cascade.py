@@ -179,12 +179,18 @@ def test_cascade_card_and_decisions(trained):
     assert decided["probability"].between(0, 1).all() and decided["label"].isin(["match", "no_match"]).all()
     assert decided["rationale"].str.len().gt(0).all()
     # A wide band and no cap send every pair the cheap tiers were unsure of to the student.
-    cascade.spec.update(band=100.0, max_student_share=1.0, teacher_sure=0.0)
+    assert isinstance(spec["student_decides"], bool) and "student_decides" in card.metrics["validation"]["band"]
+    cascade.spec.update(band=100.0, max_student_share=1.0, teacher_sure=0.0, student_decides=True)
     wide = cascade.decide(valid)
-    assert (wide["decided_by"] == "student").all() and wide["p_student"].notna().all()
+    assert (wide["decided_by"] == "student").all() and wide["p_student"].notna().all() and wide["in_band"].all()
     cascade.spec.update(max_student_share=0.1)
     capped = cascade.decide(valid)
-    assert (capped["decided_by"] == "student").sum() == 2  # ceil(10% of 20)
+    assert (capped["decided_by"] == "student").sum() == 2 == capped["in_band"].sum()  # ceil(10% of 20)
+    # A student that did not beat the fast combiner on the band explains it but does not decide it.
+    cascade.spec.update(student_decides=False)
+    explained_only = cascade.decide(valid)
+    assert (explained_only["decided_by"] != "student").all() and explained_only["in_band"].sum() == 2
+    assert np.allclose(explained_only["probability"], explained_only["p_fast"])
 
 
 def _benchmark_folder(path, pairs: pd.DataFrame):

@@ -174,7 +174,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                                                                  "evidence", "noise_ignored", "rationale")},
                                     "format_valid": True, "decision_json": d["decision_json"], **tail})
                 # The student explains what it decided: the band, not the pairs the cheap tiers were sure of.
-                band = [i for i, by in enumerate(d["decided_by"]) if by == "student"]
+                band = [i for i, in_band in enumerate(d["in_band"]) if in_band]
             else:
                 probs = matcher.predict_proba(pdf)
                 labels = ["match" if p >= threshold else "no_match" for p in probs]

@@ -9,8 +9,9 @@
    log-odds are more than ``band`` from the threshold's is decided here.
 3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
    ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the
-   others in the *full* combiner, which decides them, and it writes their structured
-   rationale on request (explain mode).
+   others in the *full* combiner, which decides them when it was the more accurate of the two
+   combiners on the band's held-out valid pairs (``student_decides``), and it writes their
+   structured rationale on request (explain mode).
 
 Every pair gets one calibrated probability, a label and the tier that decided it. Evidence and
 rationale come with every decision: the teacher's for pairs the student did not explain.
@@ -105,8 +106,8 @@ class Cascade:
 
     def decide(self, pairs: pd.DataFrame, *, benchmark: str | None = None, use_student: bool = True,
                show_progress: bool = False) -> pd.DataFrame:
-        """Columns: probability, label, decided_by, p_teacher, cross_encoder_logit, p_fast, p_student,
-        and the teacher's evidence, noise and rationale for every pair."""
+        """Columns: probability, label, decided_by, p_teacher, cross_encoder_logit, p_fast, p_student, in_band
+        (the pairs the student explains), and the teacher's evidence, noise and rationale for every pair."""
         n = len(pairs)
         pairs = pairs.reset_index(drop=True)
         t0 = time.perf_counter()
@@ -132,7 +133,9 @@ class Cascade:
             out.loc[rest, "decided_by"] = "cross_encoder"
         t2 = time.perf_counter()
         chosen = self.band_pairs(out, benchmark) if use_student and self.full is not None else np.array([], int)
-        if len(chosen):
+        out["in_band"] = False
+        out.loc[chosen, "in_band"] = True
+        if len(chosen) and self.spec.get("student_decides", True):
             p_student = self.student.predict_proba(pairs.iloc[chosen], show_progress=show_progress)
             x.loc[chosen, STUDENT_FEATURE] = logit(p_student)
             p_full = self.full.predict_proba(x.loc[chosen])

@@ -159,6 +159,9 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
                                       y_valid[sample], folds=settings.folds, c=settings.c, seed=settings.seed)
         combiners["full"] = full.to_dict()
         thresholds["full"] = _thresholds(oof_full, y_valid[sample], groups[sample])
+        band_report = _band_check(oof_fast[sample], oof_full, y_valid[sample], thresholds, settings.band)
+    else:
+        band_report = {"student_decides": False}
     teacher_valid = agreement(teacher.decide(valid), y_valid).as_dict()
     sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
     validation = {
@@ -168,6 +171,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "cross_encoder_alone": matching_metrics(ce_p >= thresholds["cross_encoder"]["default"], y_valid),
         "fast_combiner_held_out": fast.held_out,
         "full_combiner_held_out": combiners.get("full", {}).get("held_out"),
+        "band": band_report,
         "weights": {"fast": fast.contributions(),
                     "full": Combiner.from_dict(combiners["full"]).contributions() if "full" in combiners else None},
     }
@@ -175,7 +179,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "format": 1, "teacher_sure": settings.teacher_sure, "band": settings.band,
         "max_student_share": settings.max_student_share, "combiners": combiners, "thresholds": thresholds,
         "cross_encoder": {"path": "cross_encoder/model", "settings": asdict(settings.cross_encoder)},
-        "student": student_report.get("used"),
+        "student": student_report.get("used"), "student_decides": band_report["student_decides"],
     }
     _write_json(out / CASCADE_FILE, spec, indent=2)
     timings["total_this_run"] = round(time.monotonic() - started, 1)
@@ -189,6 +193,23 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     write_card(out, card)
     log.info("cascade: wrote %s (held-out valid F1 %.3f)", out, fast.held_out["f1"])
     return card
+
+
+def _band_check(p_fast: np.ndarray, p_full: np.ndarray, gold: np.ndarray, thresholds: dict, band: float) -> dict:
+    """Whether the student's log-odds improve the decisions in the band, on held-out probabilities.
+
+    The student decides its band only where the full combiner was more accurate there than the
+    fast one; otherwise the band keeps the fast tier's decision and the student explains only.
+    """
+    t_fast, t_full = thresholds["fast"]["default"], thresholds["full"]["default"]
+    in_band = np.abs(logit(p_fast) - logit(np.array(t_fast))) <= band
+    if not in_band.any():
+        return {"pairs": 0, "student_decides": False}
+    y = gold[in_band].astype(bool)
+    fast_acc = float(((p_fast[in_band] >= t_fast) == y).mean())
+    full_acc = float(((p_full[in_band] >= t_full) == y).mean())
+    return {"pairs": int(in_band.sum()), "fast_accuracy": round(fast_acc, 4), "full_accuracy": round(full_acc, 4),
+            "student_decides": full_acc > fast_acc}
 
 
 def _train_student(train, train_evidence, valid, out: Path, matcher: MatcherSettings, explained, reward_funcs,
