@@ -1,19 +1,22 @@
-"""``epm-spark match``: a decision for every candidate pair, as a cascade.
+"""``epm-spark match``: a decision for every candidate pair.
 
 1. **floor**: a pair whose blocking similarity is under ``match.similarity_floor`` is
-   decided ``no_match`` without the model.
-2. **label**: every other pair gets the student's P(match) from one forward pass (no
-   generation) and is a match when it reaches the model's tuned threshold.
-3. **explain**: pairs whose P(match) is within ``match.uncertainty_margin`` of the threshold
-   (or all pairs, with ``--explain all``) get the full structured decision generated; its label
-   wins. ``match.max_explain_per_batch`` caps how many per batch, nearest the threshold first;
-   the others keep step 2's decision. A
-   generation that fails the schema is retried once (by the matcher) and then recorded
-   with ``format_valid = false``, its raw text, and the label of step 2.
+   decided ``no_match`` without a model.
+2. A **cascade folder** (``train-matcher --stage all``) decides every other pair through its
+   tiers (teacher, cross-encoder, student; see :mod:`epm_spark.models.matcher.cascade.cascade`);
+   with ``--explain band`` the student writes the structured decision of its band's pairs,
+   the cascade's label standing. Every row carries the teacher's evidence and rationale
+   unless the student explained it.
+3. A **student folder** (``--stage sft`` / ``rl``): **label**, the student's P(match) from one
+   forward pass against the model's tuned threshold; **explain**, pairs whose P(match) is
+   within ``match.uncertainty_margin`` of the threshold (or all pairs, ``--explain all``) get the
+   full structured decision generated, and its label wins.
 
-The student runs in Spark pandas UDFs, loaded once per Python worker on the task's GPU
-(or the CPU). No pair is ever dropped: the job checks ``matches == candidates`` for the
-run before it commits.
+``match.max_explain_per_batch`` caps the explanations per batch, nearest the threshold first.
+A generation that fails the schema is retried once (by the matcher) and then recorded with
+``format_valid = false`` and its raw text. The models run in Spark pandas UDFs, loaded once per
+Python worker on the task's GPU (or the CPU). No pair is ever dropped: the job checks
+``matches == candidates`` for the run before it commits.
 """
 
 from __future__ import annotations
