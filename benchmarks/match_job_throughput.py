@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     from epm_spark.io import delta
     from epm_spark.io.benchmarks import load_benchmark
     from epm_spark.io.schemas import CANDIDATES, PRODUCTS
-    from epm_spark.models.matcher.cascade.cascade import CE_FEATURE, STUDENT_FEATURE, Cascade, logit
+    from epm_spark.models.matcher.cascade.cascade import CE_FEATURE, STUDENT_FEATURE, Cascade
+    from epm_spark.models.matcher.cascade.combiner import logit
     from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
     from epm_spark.models.matcher.evaluation import stratified_sample
     from epm_spark.models.matcher.pairs import benchmark_pairs

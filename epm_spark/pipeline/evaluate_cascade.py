@@ -46,6 +46,7 @@ def _report(predicted: np.ndarray, gold: np.ndarray, seconds: float, **extra: An
 def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: bool = False,
                      mode: str = "label") -> dict[str, Any]:
     from epm_spark.models.matcher.cascade.cascade import TIERS, Cascade
+    from epm_spark.models.matcher.cascade.combiner import sigmoid
     from epm_spark.models.matcher.evaluation import paired_bootstrap_f1
     from epm_spark.models.matcher.student.inference import Matcher
     from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
@@ -80,7 +81,7 @@ def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: 
         tiers["teacher"] = _report(alone["teacher"], gold, s)
         logits, s = _timed(lambda: cascade.cross_encoder.predict_logits(pairs, show_progress=True))
         t = cascade.threshold(name, "cross_encoder")
-        alone["cross_encoder"] = 1 / (1 + np.exp(-logits)) >= t
+        alone["cross_encoder"] = sigmoid(logits) >= t
         tiers["cross_encoder"] = _report(alone["cross_encoder"], gold, s, threshold=t)
         for stage in ("sft", "rl"):
             folder = Path(model) / f"student-{stage}"

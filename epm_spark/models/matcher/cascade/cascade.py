@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import InputError
-from epm_spark.models.matcher.cascade.combiner import Combiner
+from epm_spark.models.matcher.cascade.combiner import Combiner, logit
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
 from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
@@ -38,7 +38,7 @@ from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, rationale_for
 
-__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "logit"]
+__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade"]
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,6 @@ CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
 
 def is_cascade(path: str | Path) -> bool:
     return (Path(path) / CASCADE_FILE).is_file() and (Path(path) / CARD_FILE).is_file()
-
-
-def logit(p: np.ndarray, clip: float = 12.0) -> np.ndarray:
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.clip(np.log(p / (1 - p)), -clip, clip)
 
 
 class Cascade:
@@ -160,12 +155,6 @@ class Cascade:
         if len(in_band) > cap:
             in_band = np.sort(in_band[np.argsort(distance[in_band], kind="stable")[:cap]])
         return in_band
-
-    def predict_proba(self, pairs: pd.DataFrame, *, show_progress: bool = False, **kwargs: Any) -> np.ndarray:
-        return self.decide(pairs, show_progress=show_progress, **kwargs)["probability"].to_numpy(dtype=float)
-
-    def predict_labels(self, pairs: pd.DataFrame, benchmark: str | None = None) -> np.ndarray:
-        return (self.decide(pairs, benchmark=benchmark)["label"] == MATCH).to_numpy().astype(np.int8)
 
     def explain(self, pairs: pd.DataFrame, **kwargs: Any):
         """The student's explained decisions (see :meth:`Matcher.explain`)."""

@@ -25,7 +25,17 @@ import pandas as pd
 from epm_spark.errors import InputError
 from epm_spark.models.matcher.evaluation import tune_threshold
 
-__all__ = ["Combiner", "fit_combiner"]
+__all__ = ["Combiner", "fit_combiner", "logit", "sigmoid"]
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
+
+
+def logit(p: np.ndarray, clip: float = 12.0) -> np.ndarray:
+    """log(p / (1 - p)), clipped: the inverse of :func:`sigmoid` for probabilities near 0 or 1."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.clip(np.log(p / (1 - p)), -clip, clip)
 
 
 @dataclass
@@ -47,7 +57,7 @@ class Combiner:
         return z @ np.asarray(self.weights) + self.intercept
 
     def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.logit(x)))
+        return sigmoid(self.logit(x))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -118,9 +118,6 @@ class CrossEncoder:
             out[idx] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
         return out
 
-    def predict_proba(self, pairs: pd.DataFrame, **kwargs: Any) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-self.predict_logits(pairs, **kwargs)))
-
     def save(self, folder: str | Path) -> None:
         self.model.save_pretrained(folder, safe_serialization=True)
         self.tokenizer.save_pretrained(folder)

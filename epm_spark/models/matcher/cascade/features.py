@@ -29,7 +29,7 @@ from epm_spark.models.matcher.supervision.attributes import Evidence
 from epm_spark.models.matcher.decision import ATTRIBUTES
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
-__all__ = ["TEACHER_FEATURES", "teacher_features", "pair_features", "TitleTfidf"]
+__all__ = ["TEACHER_FEATURES", "pair_features", "TitleTfidf"]
 
 TEACHER_FEATURES: tuple[str, ...] = (
     "teacher_score",
@@ -79,13 +79,6 @@ def pair_features(pairs: pd.DataFrame, evidence: list[Evidence], teacher: Agenti
         row["price_known"] = float(known)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(TEACHER_FEATURES), dtype=float)
-
-
-def teacher_features(pairs: pd.DataFrame, teacher: AgenticTeacher | None = None) -> tuple[pd.DataFrame, list[Evidence]]:
-    """(features, evidence) for each row of a pair frame, in row order."""
-    teacher = teacher or AgenticTeacher()
-    evidence = teacher.evidence(pairs)
-    return pair_features(pairs, evidence, teacher), evidence
 
 
 class TitleTfidf:

@@ -32,8 +32,8 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import InputError
-from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, TFIDF_FILE, logit
-from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner
+from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, TFIDF_FILE
+from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner, logit, sigmoid
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
 from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
@@ -152,7 +152,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
                                   seed=settings.seed)
     combiners = {"teacher": teacher_tier.to_dict(), "fast": fast.to_dict()}
     thresholds = {"fast": _thresholds(oof_fast, y_valid, groups)}
-    ce_p = 1.0 / (1.0 + np.exp(-x_valid[CE_FEATURE].to_numpy()))
+    ce_p = sigmoid(x_valid[CE_FEATURE].to_numpy())
     thresholds["cross_encoder"] = _thresholds(ce_p, y_valid, groups)
     if len(sample):
         full, oof_full = fit_combiner(x_valid.loc[sample, [*fast_features, STUDENT_FEATURE]],
@@ -162,7 +162,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         band_report = _band_check(oof_fast[sample], oof_full, y_valid[sample], thresholds, settings.band)
     else:
         band_report = {"student_decides": False}
-    teacher_valid = agreement(teacher.decide(valid), y_valid).as_dict()
+    teacher_valid = agreement(teacher.results(valid_evidence), y_valid).as_dict()
     sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
     validation = {
         "teacher_rules": teacher_valid,

@@ -278,12 +278,16 @@ class AgenticTeacher:
         rows = progress(pairs.to_dict("records"), total=len(pairs), desc=f"teacher {self.name}", unit="pair")
         return [self.compare(attrs(row, "left"), attrs(row, "right"), weights) for row in rows]
 
-    def decide(self, pairs: pd.DataFrame) -> list[TeacherResult]:
+    def results(self, evidence: Sequence[Evidence]) -> list[TeacherResult]:
+        """The decisions for evidence already extracted (see :meth:`evidence`)."""
         results = []
-        for evidence in self.evidence(pairs):
-            decision, _, _ = self.decide_one(evidence)
+        for e in evidence:
+            decision, _, _ = self.decide_one(e)
             results.append(TeacherResult(self.name, decision, raw=decision.to_json()))
         return results
+
+    def decide(self, pairs: pd.DataFrame) -> list[TeacherResult]:
+        return self.results(self.evidence(pairs))
 
 
 # ----------------------------------------------------------------------------- endpoint teacher
