@@ -114,21 +114,17 @@ def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool
     return final
 
 
-def print_quality(settings: Settings, truth_csv: Path, run_id: str, ours: str) -> dict:
-    """The night's matches against the generator's truth, and any wrong match behind a listed undercut."""
-    from epm_spark.io.delta import read_pandas
+def print_quality(settings: Settings, truth_csv: Path, run_id: str, undercuts: list[dict]) -> dict:
+    """The night's matches against the generator's truth, and any wrong match behind a listed undercut
+    (``undercuts``: the rows the price-match summary lists)."""
     from epm_spark.pipeline.truth import score_matches, wrong_matches
 
     scores = score_matches(settings.warehouse, truth_csv, run_id)
     print("matches against truth.csv:")
     for score in scores:
         print(score.line())
-    gaps = read_pandas(settings.warehouse, "price_comparisons", filters=[("run_id", "=", run_id)])
-    # The undercuts the price-match summary lists: implausible gaps are flagged there, not listed.
-    listed = gaps[(gaps["percent"] < 0) & ~gaps["implausible"].fillna(False).astype(bool)]
-    undercuts = listed.sort_values("percent").head(5)
-    wrong = wrong_matches(truth_csv, list(zip(undercuts["our_source"], undercuts["our_id"],
-                                              undercuts["competitor_source"], undercuts["competitor_id"])))
+    wrong = wrong_matches(truth_csv, [(u["our_source"], u["our_id"], u["competitor_source"], u["competitor_id"])
+                                      for u in undercuts])
     print(f"largest undercuts listed: {len(undercuts)}, of them wrong matches: {len(wrong)}")
     return {"f1": {f"{s.left}->{s.right}": s.f1 for s in scores}, "wrong_undercuts": len(wrong)}
 
@@ -183,7 +179,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
     price = night.reports.get("price-match")
     if price is not None:
         print(price.summary())
-    quality = print_quality(settings, report.out / "truth.csv", run_id, "ours")
+    quality = print_quality(settings, report.out / "truth.csv", run_id, price.biggest_gaps if price else [])
     print(f"\nwarehouse: {Path(settings.warehouse).resolve()}")
     for row in describe_warehouse(settings.warehouse):
         print(f"  {row['table']:<22} {row['rows']:>8,} rows  version {row['version']}")

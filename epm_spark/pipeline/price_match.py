@@ -151,7 +151,8 @@ def price_match(spark: SparkSession, settings: Settings, *, ours: str, competito
                              F.percentile_approx(F.when(F.col("percent") < 0, -F.col("percent")), 0.5)
                              .alias("median")).collect()[0]
         matched = written.select("our_id").distinct().count()
-        shown = ("our_title", "competitor_source", "our_price", "competitor_price", "percent")
+        shown = ("our_source", "our_id", "competitor_source", "competitor_id", "our_title", "our_price",
+                 "competitor_price", "percent")
         gaps = [r.asDict() for r in plausible.filter(F.col("percent") < 0).orderBy("percent")
                 .select(*shown).limit(5).collect()]
         flagged = written.filter(F.col("implausible"))

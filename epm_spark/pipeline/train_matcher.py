@@ -32,15 +32,18 @@ __all__ = ["train_matcher", "latest_model"]
 log = logging.getLogger(__name__)
 
 
+def _versions(root: str | Path, stage: str) -> list[tuple[int, Path]]:
+    """The ``<stage>-v<N>`` folders under ``root``, finished or not, by N."""
+    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
+    return sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
+
+
 def latest_model(root: str | Path, stage: str) -> Path | None:
     """The finished ``<stage>-v<N>`` folder with the highest N under ``root``, if any."""
     from epm_spark.models.matcher.model_folder import is_model_folder
 
-    root = Path(root)
-    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
-    found = [(int(m.group(1)), p) for p in root.glob(f"{stage}-v*") if (m := pattern.match(p.name))
-             and is_model_folder(p)]
-    return max(found)[1] if found else None
+    found = [p for _, p in _versions(root, stage) if is_model_folder(p)]
+    return found[-1] if found else None
 
 
 def _per_benchmark(load, benchmarks: list[str] | None) -> pd.DataFrame:
@@ -107,8 +110,7 @@ def unfinished_or_next(root: str | Path, stage: str) -> Path:
     """The newest ``<stage>-v<N>`` folder a killed run left without its card, else a new version."""
     from epm_spark.models.matcher.model_folder import is_model_folder, next_version
 
-    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
-    found = sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
+    found = _versions(root, stage)
     if found and not is_model_folder(found[-1][1]):
         log.info("continuing the unfinished %s", found[-1][1])
         return found[-1][1]
