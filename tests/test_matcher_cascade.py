@@ -78,6 +78,26 @@ def test_paired_bootstrap_interval_brackets_the_difference():
     assert same["ci95_low"] == same["ci95_high"] == 0.0
 
 
+
+def test_student_decides_its_band_only_when_shown_better_on_held_out_pairs():
+    rng = np.random.default_rng(3)
+    thresholds = {"fast": {"default": 0.5}, "full": {"default": 0.5}}
+
+    def band_case(n, fast_right, full_right):
+        gold = rng.random(n) < 0.5
+        # Every pair inside the band (fast log-odds ~0), right or wrong by the given rates.
+        p_fast = np.where(np.where(rng.random(n) < fast_right, gold, ~gold), 0.55, 0.45)
+        p_full = np.where(np.where(rng.random(n) < full_right, gold, ~gold), 0.9, 0.1)
+        return cascade_train._band_check(p_fast, p_full, gold, thresholds, band=1.0)
+
+    clear = band_case(400, 0.55, 0.9)
+    assert clear["pairs"] == 400 and clear["student_decides"] and clear["full_minus_fast"]["ci95_low"] > 0
+    # A handful of band pairs where the student looked a little better: noise, not evidence.
+    few = band_case(12, 0.5, 0.6)
+    assert few["pairs"] == 12 and not few["student_decides"]
+    worse = band_case(400, 0.8, 0.6)
+    assert not worse["student_decides"] and worse["full_minus_fast"]["difference"] < 0
+
 # ----------------------------------------------------------------------------- short decision
 
 

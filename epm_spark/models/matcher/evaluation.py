@@ -116,25 +116,31 @@ class MatchingEvaluator:
         return report
 
 
+def _f1(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    tp = (p & g).sum(axis=-1)
+    denominator = p.sum(axis=-1) + g.sum(axis=-1)
+    return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
+
+
+def _accuracy(p: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return (p == g).mean(axis=-1)
+
+
 def paired_bootstrap_f1(predicted_a: np.ndarray, predicted_b: np.ndarray, gold: np.ndarray, *,
-                        resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+                        resamples: int = 2000, seed: int = 0, metric: str = "f1") -> dict[str, float]:
     """F1(a) - F1(b) on the same pairs, with a paired bootstrap 95% interval (resampling pairs).
 
     Both predictions are scored on each resample of the pairs, so the interval reflects the
     difference between the two systems, not the noise each has on its own (Efron & Tibshirani, 1993).
+    ``metric="accuracy"`` compares accuracies instead.
     """
+    score = {"f1": _f1, "accuracy": _accuracy}[metric]
     a, b, y = (np.asarray(v).astype(bool) for v in (predicted_a, predicted_b, gold))
     if not (a.shape == b.shape == y.shape) or y.size == 0:
         raise InputError("paired bootstrap needs two predictions and gold labels for the same pairs")
-
-    def f1(p: np.ndarray, g: np.ndarray) -> np.ndarray:
-        tp = (p & g).sum(axis=-1)
-        denominator = p.sum(axis=-1) + g.sum(axis=-1)
-        return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
-
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, y.size, size=(resamples, y.size))
-    diffs = f1(a[idx], y[idx]) - f1(b[idx], y[idx])
+    diffs = score(a[idx], y[idx]) - score(b[idx], y[idx])
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {"difference": float(f1(a, y) - f1(b, y)), "ci95_low": float(lo), "ci95_high": float(hi),
+    return {"difference": float(score(a, y) - score(b, y)), "ci95_low": float(lo), "ci95_high": float(hi),
             "pairs": int(y.size), "resamples": int(resamples)}

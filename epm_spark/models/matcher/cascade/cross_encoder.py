@@ -46,6 +46,8 @@ class CrossEncoderSettings:
     # Both listings together; titles carry the decision, 128 word pieces hold two of them.
     max_length: int = 128
     description_chars: int = 0
+    # Prices tell a bundle or an accessory from the product itself (Ditto serialises them too).
+    with_price: bool = False
     epochs: float = 6.0
     batch_size: int = 16
     learning_rate: float = 5e-5
@@ -65,11 +67,16 @@ class CrossEncoderSettings:
             raise ConfigError("cross_encoder.warmup_ratio must be in [0, 1)")
 
 
-def pair_texts(pairs: pd.DataFrame, description_chars: int = 0) -> tuple[list[str], list[str]]:
+def pair_texts(pairs: pd.DataFrame, settings: CrossEncoderSettings) -> tuple[list[str], list[str]]:
     """Each pair's two listings as text, the way the matcher renders listings everywhere."""
     rows = pairs.to_dict("records")
-    left = [listing_text(listing(r, "left"), description_chars=description_chars) for r in rows]
-    right = [listing_text(listing(r, "right"), description_chars=description_chars) for r in rows]
+
+    def text(row, side):
+        return listing_text(listing(row, side), description_chars=settings.description_chars,
+                            with_price=settings.with_price)
+
+    left = [text(r, "left") for r in rows]
+    right = [text(r, "right") for r in rows]
     return left, right
 
 
@@ -103,7 +110,7 @@ class CrossEncoder:
 
     @torch.inference_mode()
     def predict_logits(self, pairs: pd.DataFrame, *, batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
-        left, right = pair_texts(pairs, self.settings.description_chars)
+        left, right = pair_texts(pairs, self.settings)
         # Similar lengths batch together: less padding, the same answers.
         order = np.argsort([len(a) + len(b) for a, b in zip(left, right)], kind="stable")
         out = np.empty(len(order), dtype=np.float64)
@@ -156,7 +163,7 @@ def train_cross_encoder(train: pd.DataFrame, out: str | Path, settings: CrossEnc
     out.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     encoder = CrossEncoder.load(settings.base, settings, device="auto")
-    left, right = pair_texts(train, settings.description_chars)
+    left, right = pair_texts(train, settings)
     swap = np.random.default_rng(settings.seed).random(len(left)) < 0.5
     first = [b if s else a for a, b, s in zip(left, right, swap)]
     second = [a if s else b for a, b, s in zip(left, right, swap)]

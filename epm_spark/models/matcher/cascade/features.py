@@ -11,6 +11,9 @@ written with other catalogs in view. Per pair:
 * ``line_similarity``: the weighted token overlap of the product lines;
 * ``codes_jaccard``: the Jaccard overlap of the title tokens that hold a digit (model codes,
   capacities, years), a classic entity-matching similarity (Konda et al., 2016, Magellan);
+* ``measure_conflicts`` / ``measure_agreements``: how many units (GB, mm, MHz, inch, port, EU
+  sizes, ...) both titles quantify with different / the same numbers (55in vs 65in, EU 43 vs
+  EU 41), the sizes and speeds the attribute lexicons do not name;
 * ``price_log_ratio`` / ``price_known``: ``|log(price_a / price_b)|`` where both prices are known in
   the same currency (an upgrade edition and the full product differ mainly by price), else 0 and 0.
 """
@@ -37,6 +40,8 @@ TEACHER_FEATURES: tuple[str, ...] = (
     "model_near_miss",
     "line_similarity",
     "codes_jaccard",
+    "measure_conflicts",
+    "measure_agreements",
     "price_log_ratio",
     "price_known",
 )
@@ -46,6 +51,40 @@ _CODE = re.compile(r"[^\W_]*\d[\w\-./]*", re.UNICODE)
 
 def _codes(title: Any) -> set[str]:
     return {t.strip("-./").lower() for t in _CODE.findall(str(title or ""))} - {""}
+
+
+_TOKEN_SPLIT = re.compile(r"[\s\-/,;:()\[\]|+]+")
+_BY = re.compile(r"(?<=\d)x(?=\d)")  # 2x16GB
+_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
+_NUMBER_UNIT = re.compile(r'^(\d+(?:[.,]\d+)?)([a-z"]{1,5})$')
+_UNIT_ALIASES = {'"': "in", "inch": "in", "inches": "in", "zoll": "in"}
+# Size systems written before the number (EU 43, US 9); every other unit follows it.
+_PREFIX_UNITS = frozenset({"eu", "us", "uk", "size", "gr", "taille"})
+
+
+def _measures(title: Any) -> dict[str, frozenset[float]]:
+    """unit -> the numbers a title gives it: "55in", "55 inch", "4-port", "EU 43"."""
+    text = _BY.sub(" x ", str(title or "").lower().replace("\'\'", '"'))
+    tokens = [t for t in _TOKEN_SPLIT.split(text) if t]
+    found: dict[str, set[float]] = {}
+
+    def add(unit: str, value: str) -> None:
+        if unit == "x":  # the "2x" of a 2x16GB kit is not a unit of its own
+            return
+        found.setdefault(_UNIT_ALIASES.get(unit, unit), set()).add(float(value.replace(",", ".")))
+
+    for i, token in enumerate(tokens):
+        attached = _NUMBER_UNIT.match(token)
+        if attached:
+            add(attached.group(2), attached.group(1))
+        elif _NUMBER.match(token):
+            after = tokens[i + 1] if i + 1 < len(tokens) else ""
+            if after == '"' or (after.isalpha() and len(after) <= 6):
+                add(after, token)
+            before = tokens[i - 1] if i else ""
+            if before in _PREFIX_UNITS:
+                add(before, token)
+    return {unit: frozenset(values) for unit, values in found.items()}
 
 
 def _price(row: Mapping[str, Any], side: str) -> tuple[float | None, str | None]:
@@ -73,6 +112,10 @@ def pair_features(pairs: pd.DataFrame, evidence: list[Evidence], teacher: Agenti
         row["line_similarity"] = float(e.line_similarity)
         a, b = _codes(r.get("left_title")), _codes(r.get("right_title"))
         row["codes_jaccard"] = len(a & b) / len(a | b) if a | b else 0.0
+        ma, mb = _measures(r.get("left_title")), _measures(r.get("right_title"))
+        shared = ma.keys() & mb.keys()
+        row["measure_conflicts"] = float(min(3, sum(ma[u] != mb[u] for u in shared)))
+        row["measure_agreements"] = float(min(3, sum(ma[u] == mb[u] for u in shared)))
         (pa, ca), (pb, cb) = _price(r, "left"), _price(r, "right")
         known = pa is not None and pb is not None and (ca is None or cb is None or ca == cb)
         row["price_log_ratio"] = abs(math.log(pa / pb)) if known else 0.0
