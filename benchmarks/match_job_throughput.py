@@ -1,12 +1,13 @@
 """Pairs per second of the Spark ``match`` job with the cascade versus every tier on every pair.
 
     python benchmarks/match_job_throughput.py --model models/matcher/cascade-v1 \
-        --benchmark ../shared/data/benchmarks/abt_buy [--pairs 1000] [--master local[2]]
+        --benchmark ../shared/data/benchmarks/abt_buy [--split valid,test] [--pairs 0] \
+        [--baseline-pairs 300] [--master local[2]]
 
 Both decide the same candidate pairs (a benchmark split's pairs, as a blocker would hand
 them over) with the same model folder, in the same run:
 
-* baseline: the raw tiers' loop in one process: the teacher's evidence, the cross-encoder
+* baseline: the raw tiers' loop in one process (its per-pair rate, on ``--baseline-pairs`` of them): the teacher's evidence, the cross-encoder
   and the student (label mode) on every pair, then the full combiner;
 * job: ``epm-spark match`` in local Spark: products and candidates read from Delta, the
   cascade in pandas UDFs (the student only on its band), decisions written to Delta.
@@ -38,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a cascade folder (train-matcher --stage all)")
     parser.add_argument("--benchmark", required=True, help="benchmark folder whose pairs become candidates")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--split", default="valid,test", help="split(s), comma-separated")
+    parser.add_argument("--pairs", type=int, default=0, help="a stratified sample of this many pairs (0: all)")
+    parser.add_argument("--baseline-pairs", type=int, default=300,
+                        help="pairs the every-tier loop times (it has no fixed cost to spread: its rate is per pair)")
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args(argv)
 
@@ -59,21 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     from epm_spark.spark import get_spark
 
     bench = load_benchmark(args.benchmark)
-    pairs = stratified_sample(benchmark_pairs(bench, args.split), args.pairs, seed=0).reset_index(drop=True)
+    pairs = pd.concat([benchmark_pairs(bench, s.strip()) for s in args.split.split(",")], ignore_index=True)
+    if args.pairs:
+        pairs = stratified_sample(pairs, args.pairs, seed=0).reset_index(drop=True)
+    looped = stratified_sample(pairs, min(args.baseline_pairs, len(pairs)), seed=0).reset_index(drop=True)
 
     cascade = Cascade.load(args.model)
     cascade.decide(pairs.head(16))  # warm-up: weights loaded, first batches compiled
     start = time.perf_counter()
-    evidence = cascade.teacher.evidence(pairs)
-    x = pair_features(pairs, evidence, cascade.teacher)
-    x[TitleTfidf.FEATURE] = cascade.tfidf.cosine(pairs)
-    x[CE_FEATURE] = cascade.cross_encoder.predict_logits(pairs)
+    evidence = cascade.teacher.evidence(looped)
+    x = pair_features(looped, evidence, cascade.teacher)
+    x[TitleTfidf.FEATURE] = cascade.tfidf.cosine(looped)
+    x[CE_FEATURE] = cascade.cross_encoder.predict_logits(looped)
     if cascade.full is not None:
-        x[STUDENT_FEATURE] = logit(cascade.student.predict_proba(pairs))
+        x[STUDENT_FEATURE] = logit(cascade.student.predict_proba(looped))
         cascade.full.predict_proba(x)
     loop_s = time.perf_counter() - start
-    loop_rate = len(pairs) / loop_s
-    print(json.dumps({"figure": "every_tier_on_every_pair_per_s", "value": round(loop_rate, 1), "pairs": len(pairs),
+    loop_rate = len(looped) / loop_s
+    print(json.dumps({"figure": "every_tier_on_every_pair_per_s", "value": round(loop_rate, 1), "pairs": len(looped),
                       "seconds": round(loop_s, 2), "machine": machine()}), flush=True)
     del cascade
 

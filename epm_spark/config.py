@@ -239,7 +239,7 @@ class DemoSettings:
     # the recipe of `train-matcher --stage all` with a first-run budget of a few CPU minutes.
     # Products of the separate training catalog the matcher learns from (not the night's).
     training_products: int = 400
-    cross_encoder_epochs: float = 6.0
+    cross_encoder_epochs: float = 4.0
     sft_steps: int = 24
     sft_examples: int = 192
     rl_steps: int = 2

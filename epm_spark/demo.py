@@ -36,7 +36,7 @@ EXPORT_MAPS = {
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
 # Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
-DEMO_MATCHER_RECIPE = 3
+DEMO_MATCHER_RECIPE = 4
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
@@ -85,6 +85,7 @@ def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool
     from epm_spark.pipeline.generate import generate
     from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
     from epm_spark.pipeline.train_matcher import train_matcher
+    from epm_spark.pipeline.truth import label_candidates
 
     final = demo_matcher_dir(settings)
     if is_model_folder(final) and not retrain:
@@ -103,7 +104,13 @@ def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool
                           competitors=d.competitors, seed=settings.generate.seed + 1000)
         exports = {source: Export(str(path), EXPORT_MAPS.get(source), EXPORT_CURRENCY.get(source))
                    for source, path in report.files.items()}
-        run_nightly(spark, local, NightlyPlan(exports, "ours", steps=["ingest"]), run_id=run_id, force=True)
+        # The training catalog's own night up to blocking: its candidates, labelled from the truth,
+        # are the pairs the matcher will be asked about (other brands of a category, sizes of a
+        # model, our own duplicates), which the generator's pairs alone under-represent.
+        run_nightly(spark, local, NightlyPlan(exports, "ours", steps=["ingest", "embed", "block"]),
+                    run_id=run_id, force=True)
+        added = label_candidates(local.warehouse, work / "exports" / "truth.csv", run_id)
+        print(f"labelled {added:,} blocking candidates of the training catalog", flush=True)
     card, model = train_matcher(local, stage="all", benchmarks=["synthetic"], out=str(work / "cascade"))
     held_out = card.metrics["validation"]["fast_combiner_held_out"]
     print(f"cascade: {model} in {time.monotonic() - t:.0f} s; held-out valid F1 {held_out['f1']:.3f}", flush=True)

@@ -56,3 +56,39 @@ def test_wrong_matches_and_missing_runs(scored_night):
         ("ours", "a3", "comp", "b1")]
     with pytest.raises(InputError, match="no rows for run 'other'"):
         score_matches(wh, truth_csv, "other")
+
+
+def test_label_candidates_adds_blocking_pairs_once_in_their_family_split(tmp_path):
+    from epm_spark.io.delta import read_pandas
+    from epm_spark.io.schemas import CANDIDATES, LABELLED_PAIRS
+    from epm_spark.pipeline.truth import label_candidates
+
+    wh = str(tmp_path / "warehouse")
+    truth = pd.DataFrame({"source": ["ours", "ours", "ours", "comp", "comp"],
+                          "product_id": ["a1", "a2", "a3", "b1", "b2"],
+                          "product_key": ["P", "P", "Q", "P", "S"], "family": ["f", "f", "g", "f", "h"],
+                          "dirty": False})
+    truth_csv = tmp_path / "truth.csv"
+    truth.to_csv(truth_csv, index=False)
+    gold = pd.DataFrame({"benchmark": "synthetic", "left_id": ["a1"], "right_id": ["b1"], "left_source": "ours",
+                         "right_source": "comp", "label": [1], "split": ["valid"]}).reindex(columns=LABELLED_PAIRS.columns)
+    write_pandas(wh, "labelled_pairs", gold, "replace", partition={"benchmark": "synthetic"})
+    candidates = pd.DataFrame({"left_id": ["a1", "a2", "a3", "a1", "a9"], "right_id": ["b1", "b1", "b2", "a2", "b1"],
+                               "left_source": ["ours", "ours", "ours", "ours", "ours"],
+                               "right_source": ["comp", "comp", "comp", "ours", "comp"],
+                               "similarity": 0.9, "rank": 1, "run_id": "night"}).reindex(columns=CANDIDATES.columns)
+    candidates["similarity"] = candidates["similarity"].astype("float32")
+    candidates["rank"] = candidates["rank"].astype("int32")
+    write_pandas(wh, "candidates", candidates, "append", run_id="night")
+
+    # a1-b1 is already gold; a9 is in no truth (quarantined); the rest are new.
+    assert label_candidates(wh, truth_csv, "night") == 3
+    pairs = read_pandas(wh, "labelled_pairs").set_index(["left_id", "right_id"])
+    assert len(pairs) == 4
+    assert pairs.loc[("a2", "b1"), ["label", "split"]].tolist() == [1, "valid"]  # family f is in valid
+    assert pairs.loc[("a3", "b2"), "label"] == 0 and bool(pairs.loc[("a3", "b2"), "is_hard_negative"])
+    assert pairs.loc[("a1", "a2"), "label"] == 1  # our own duplicate: a de-duplication example
+    assert label_candidates(wh, truth_csv, "night") == 0
+    assert len(read_pandas(wh, "labelled_pairs")) == 4
+    with pytest.raises(InputError, match="no pairs for run 'other'"):
+        label_candidates(wh, truth_csv, "other")

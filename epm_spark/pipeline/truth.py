@@ -15,7 +15,7 @@ import pandas as pd
 
 from epm_spark.errors import InputError
 
-__all__ = ["TruthScore", "score_matches", "wrong_matches"]
+__all__ = ["TruthScore", "score_matches", "wrong_matches", "label_candidates"]
 
 
 @dataclass
@@ -92,3 +92,55 @@ def wrong_matches(truth_csv: str | Path, pairs: list[tuple[str, str, str, str]])
     """The (left_source, left_id, right_source, right_id) pairs whose listings are different true products."""
     key = _key(pd.read_csv(truth_csv, dtype={"product_id": str}))
     return [p for p in pairs if key.get((p[0], str(p[1]))) != key.get((p[2], str(p[3])))]
+
+
+def label_candidates(warehouse: str, truth_csv: str | Path, run_id: str, *, benchmark: str = "synthetic") -> int:
+    """Add ``run_id``'s candidate pairs, labelled from ``truth_csv``, to ``labelled_pairs`` of ``benchmark``.
+
+    A candidate joins the split of its left listing's product family in the benchmark's existing
+    pairs (so no family straddles train and test); families without pairs are split by a stable
+    hash, 60/20/20. Pairs already labelled are kept as they are. One replace of the benchmark's
+    partition: a re-run adds nothing twice. Returns how many pairs were added.
+    """
+    import hashlib
+
+    from epm_spark.io import delta
+    from epm_spark.io.delta import read_pandas
+
+    truth = pd.read_csv(truth_csv, dtype={"product_id": str})
+    if not {"source", "product_id", "product_key", "family"} <= set(truth.columns):
+        raise InputError(f"{truth_csv} needs the columns source, product_id, product_key, family")
+    key = _key(truth)
+    family = {(s, i): f for s, i, f in zip(truth["source"], truth["product_id"], truth["family"])}
+    existing = read_pandas(warehouse, "labelled_pairs", filters=[("benchmark", "=", benchmark)])
+    candidates = read_pandas(warehouse, "candidates", columns=["left_source", "left_id", "right_source", "right_id"],
+                             filters=[("run_id", "=", run_id)])
+    if candidates.empty:
+        raise InputError(f"candidates holds no pairs for run {run_id!r}; run `epm-spark block` first")
+    split_of = {family.get((s, str(i))): split for s, i, split in
+                zip(existing["left_source"], existing["left_id"], existing["split"])}
+
+    def split_for(fam: str) -> str:
+        if fam in split_of:
+            return split_of[fam]
+        r = int(hashlib.sha1(str(fam).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        return "train" if r < 0.6 else ("valid" if r < 0.8 else "test")
+
+    seen = set(zip(existing["left_source"], existing["left_id"].astype(str),
+                   existing["right_source"], existing["right_id"].astype(str)))
+    rows = []
+    for ls, li, rs, ri in candidates.itertuples(index=False):
+        a, b = (ls, str(li)), (rs, str(ri))
+        if a == b or a not in key or b not in key or (ls, str(li), rs, str(ri)) in seen:
+            continue
+        seen.add((ls, str(li), rs, str(ri)))
+        same = key[a] == key[b]
+        rows.append((benchmark, str(li), str(ri), ls, rs, int(same), split_for(family[a]), key[a], key[b], not same))
+    added = pd.DataFrame(rows, columns=["benchmark", "left_id", "right_id", "left_source", "right_source", "label",
+                                        "split", "left_cluster_id", "right_cluster_id", "is_hard_negative"])
+    if added.empty:
+        return 0
+    frames = [f for f in (existing, added) if not f.empty]
+    delta.write_pandas(warehouse, "labelled_pairs", pd.concat(frames, ignore_index=True), "replace",
+                       partition={"benchmark": benchmark}, job="label-candidates")
+    return len(added)
