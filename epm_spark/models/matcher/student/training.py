@@ -126,7 +126,9 @@ class LogProgress(TrainerCallback):
         elapsed = time.monotonic() - self.start
         done = max(state.global_step, 1)
         eta = elapsed / done * max(state.max_steps - state.global_step, 0)
-        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in logs.items()
+        # Learning rates are 1e-5-ish: four decimals would print 0.0.
+        shown = {k: (f"{v:.2e}" if k == "learning_rate" else round(v, 4)) if isinstance(v, float) else v
+                 for k, v in logs.items()
                  if k in ("loss", "learning_rate", "reward", "reward_std", "grad_norm", "entropy",
                           "completions/mean_length") or k.startswith("rewards/")}
         log.info("%s step %d/%d %s elapsed %.0fs eta %.0fs", self.stage, state.global_step, state.max_steps,
