@@ -116,6 +116,18 @@ class MatchingEvaluator:
         return report
 
 
+def thresholds_by_group(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[dict[str, float], dict[str, float]]:
+    """F1-maximising thresholds per group (benchmark) and pooled as ``default``; and the F1 of each."""
+    p, y, groups = np.asarray(p, dtype=float), np.asarray(y).astype(int), np.asarray(groups).astype(str)
+    thresholds, f1s = {}, {}
+    for g in np.unique(groups):
+        mask = groups == g
+        if y[mask].any():
+            thresholds[g], f1s[g] = tune_threshold(p[mask], y[mask])
+    thresholds["default"], f1s["pooled"] = tune_threshold(p, y)
+    return thresholds, f1s
+
+
 def _f1(p: np.ndarray, g: np.ndarray) -> np.ndarray:
     tp = (p & g).sum(axis=-1)
     denominator = p.sum(axis=-1) + g.sum(axis=-1)

@@ -39,7 +39,7 @@ from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfi
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
-    matching_metrics, paired_bootstrap_f1, stratified_sample, tune_threshold,
+    matching_metrics, paired_bootstrap_f1, stratified_sample, thresholds_by_group, tune_threshold,
 )
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card, write_card
 from epm_spark.models.matcher.settings import SHORT_SYSTEM, MatcherSettings
@@ -77,16 +77,6 @@ def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
     values = np.asarray(compute(), dtype=float)
     _save_array(path, values)
     return values
-
-
-def _thresholds(p: np.ndarray, y: np.ndarray, groups: np.ndarray) -> dict[str, float]:
-    """Thresholds that maximise F1 on held-out probabilities: per benchmark, and pooled as ``default``."""
-    table = {"default": tune_threshold(p, y)[0]}
-    for g in np.unique(groups):
-        mask = groups == g
-        if y[mask].any():
-            table[str(g)] = tune_threshold(p[mask], y[mask])[0]
-    return table
 
 
 def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, matcher: MatcherSettings,
@@ -151,14 +141,14 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     fast, oof_fast = fit_combiner(x_valid[fast_features], y_valid, folds=settings.folds, c=settings.c,
                                   seed=settings.seed)
     combiners = {"teacher": teacher_tier.to_dict(), "fast": fast.to_dict()}
-    thresholds = {"fast": _thresholds(oof_fast, y_valid, groups)}
+    thresholds = {"fast": thresholds_by_group(oof_fast, y_valid, groups)[0]}
     ce_p = sigmoid(x_valid[CE_FEATURE].to_numpy())
-    thresholds["cross_encoder"] = _thresholds(ce_p, y_valid, groups)
+    thresholds["cross_encoder"] = thresholds_by_group(ce_p, y_valid, groups)[0]
     if len(sample):
         full, oof_full = fit_combiner(x_valid.loc[sample, [*fast_features, STUDENT_FEATURE]],
                                       y_valid[sample], folds=settings.folds, c=settings.c, seed=settings.seed)
         combiners["full"] = full.to_dict()
-        thresholds["full"] = _thresholds(oof_full, y_valid[sample], groups[sample])
+        thresholds["full"] = thresholds_by_group(oof_full, y_valid[sample], groups[sample])[0]
         band_report = _band_check(oof_fast[sample], oof_full, y_valid[sample], thresholds, settings.band)
     else:
         band_report = {"student_decides": False}

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from epm_spark.models.matcher.evaluation import stratified_sample, tune_threshold
+from epm_spark.models.matcher.evaluation import stratified_sample, thresholds_by_group
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, write_card
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
 
@@ -155,23 +155,12 @@ def tune_thresholds(matcher, valid: pd.DataFrame | None, per_benchmark: int) -> 
     if valid is None or valid.empty or not valid["label"].astype(bool).any():
         return {"default": 0.5}, {}
     groups = valid.groupby("benchmark") if "benchmark" in valid else [("all", valid)]
-    thresholds: dict[str, float] = {}
-    metrics: dict[str, Any] = {}
-    pooled_p, pooled_y = [], []
-    for name, group in groups:
-        sample = stratified_sample(group, per_benchmark, seed=0)
-        probs = matcher.predict_proba(sample, show_progress=True)
-        gold = sample["label"].to_numpy()
-        pooled_p.append(probs)
-        pooled_y.append(gold)
-        if gold.any():
-            thresholds[str(name)], f1 = tune_threshold(probs, gold)
-            metrics[f"valid_f1/{name}"] = f1
-            metrics[f"valid_pairs/{name}"] = len(sample)
-    import numpy as np
-
-    thresholds["default"], metrics["valid_f1/pooled"] = tune_threshold(np.concatenate(pooled_p),
-                                                                       np.concatenate(pooled_y))
+    samples = [stratified_sample(group, per_benchmark, seed=0).assign(_group=str(name)) for name, group in groups]
+    sample = pd.concat(samples, ignore_index=True)
+    probs = matcher.predict_proba(sample, show_progress=True)
+    thresholds, f1s = thresholds_by_group(probs, sample["label"].to_numpy(), sample["_group"].to_numpy())
+    metrics: dict[str, Any] = {f"valid_f1/{g}": f for g, f in f1s.items()}
+    metrics.update({f"valid_pairs/{g}": int(n) for g, n in sample["_group"].value_counts().items() if g in thresholds})
     return thresholds, metrics
 
 
