@@ -183,6 +183,13 @@ def test_notebooks_run_against_the_nightly_warehouse(nights, notebook, monkeypat
     nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("run n2" in "".join(o.get("text", "")) for o in outputs)
+    # Each chart must reach the notebook as an image: a forced non-interactive backend draws nothing inline.
+    charts = [cell for cell in code if "plt.show()" in cell.source]
+    assert charts, f"{notebook} has no chart"
+    for cell in charts:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source.splitlines()[0]
+    assert not any('matplotlib.use(' in cell.source for cell in code)
