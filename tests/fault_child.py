@@ -9,9 +9,11 @@ FAULT is one of:
 * ``kill:SECONDS``: SIGKILL this process SECONDS after the commit of TABLE has started
   (0 lands before delta-rs writes the log entry, larger values during or after it);
 * ``barrier:DIR``: create ``DIR/ready-<pid>`` with the snapshot the commit is based on already
-  loaded, then wait for ``DIR/go``, so two processes commit to TABLE at the same moment.
+  loaded, then wait for ``DIR/go``, so two processes commit to TABLE at the same moment;
+* ``gate:DIR``: the same, before the commit looks at the table at all (two first writes race
+  to create it).
 
-Only the delta-rs commit entry points are wrapped; the job itself is the real CLI code.
+Only the commit entry points are wrapped; the job itself is the real CLI code.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _at_commit(uri: str, table: str, fault: str) -> None:
         if delay <= 0:
             os.kill(os.getpid(), signal.SIGKILL)
         threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
-    elif kind == "barrier":
+    elif kind in ("barrier", "gate"):
         folder = Path(arg)
         (folder / f"ready-{os.getpid()}").touch()
         deadline = time.monotonic() + 300
@@ -52,6 +54,18 @@ def _at_commit(uri: str, table: str, fault: str) -> None:
 def install(table: str, fault: str) -> None:
     import deltalake
     import deltalake.transaction as transaction
+
+    from epm_spark.io import delta
+
+    if fault.startswith("gate:"):
+        commit = delta._commit
+
+        def gated_commit(uri, *args, **kwargs):
+            _at_commit(uri, table, fault)
+            return commit(uri, *args, **kwargs)
+
+        delta._commit = gated_commit
+        return
 
     create, write = transaction.create_table_with_add_actions, deltalake.DeltaTable.create_write_transaction
 

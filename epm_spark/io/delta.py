@@ -30,6 +30,7 @@ Small driver-side tables (training sets, review queues) use :func:`read_pandas` 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -475,9 +476,12 @@ def _commit_clearly(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mod
         with _storage(spec.name, uri):
             return _commit(uri, spec, staged, mode, partition, run_id, job, based_on)
     except CommitFailedError as exc:
-        raise ConcurrentWriteError(
-            f"table '{spec.name}': another job committed to the same rows at the same time, so this write was "
-            f"not applied ({str(exc).splitlines()[0]}); run the job again") from None
+        raise _conflict(spec.name, str(exc).splitlines()[0]) from None
+
+
+def _conflict(table: str, detail: str) -> ConcurrentWriteError:
+    return ConcurrentWriteError(f"table '{table}': another job committed to the same rows at the same time, so "
+                                f"this write was not applied ({detail}); run the job again")
 
 
 def _app_id(table: str, job: str | None, run_id: str) -> str:
@@ -504,14 +508,21 @@ def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: Write
         metadata["epm_spark.run_id"] = run_id
     txns = [Transaction(_app_id(spec.name, job, run_id), 0, now)] if run_id else None
     props = CommitProperties(custom_metadata=metadata, app_transactions=txns)
-    if not DeltaTable.is_deltatable(uri):
-        create_table_with_add_actions(uri, Schema.from_arrow(spec.schema), adds, mode="error",
-                                      partition_by=list(spec.partition_by) or None, name=spec.name,
-                                      description=spec.description, commit_properties=props)
-        return 0
     filters = [(c, "=", v[0]) if len(v) == 1 else (c, "in", list(v)) for c, v in (partition or {}).items()] or None
     delta_mode = "append" if mode == "append" else "overwrite"
     base = based_on
+    if not DeltaTable.is_deltatable(uri):
+        # delta-rs lets two concurrent creates both commit (the second as version 1, its rows added to
+        # the first's), so one process at a time creates; the lock dies with its process.
+        with open(Path(uri) / _CREATE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not DeltaTable.is_deltatable(uri):
+                create_table_with_add_actions(uri, Schema.from_arrow(spec.schema), adds, mode="error",
+                                              partition_by=list(spec.partition_by) or None, name=spec.name,
+                                              description=spec.description, commit_properties=props)
+                return 0
+        # Another job created it meanwhile: this write goes on top, as if it had come second.
+        base = None
     for attempt in range(_COMMIT_TRIES):
         dt = DeltaTable(uri) if base is None else DeltaTable(uri, version=base)
         _check_schema(dt, spec)
@@ -527,10 +538,11 @@ def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: Write
                 raise
             log.info("%s: a concurrent commit changed other partitions; committing again on top of it", spec.name)
             base = None
-    raise AssertionError("unreachable")
+    raise _conflict(spec.name, f"other jobs kept committing first, {_COMMIT_TRIES} tries")
 
 
 _COMMIT_TRIES = 8
+_CREATE_LOCK = ".epm-create.lock"
 
 
 def _touched(uri: str, since: int, partition: dict[str, tuple[str, ...]]) -> bool:
