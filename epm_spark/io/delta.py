@@ -22,6 +22,11 @@ Write modes:
   transaction ``epm-spark/<table>/<job>/<run_id>``, and a second append of the same run
   is skipped.
 
+Concurrent jobs: a commit that lost a race is committed again on top of the winner when the winner
+touched other partitions only; when it touched the same rows the write fails with
+:class:`ConcurrentWriteError` and nothing of it is applied. A storage refusing files (read-only,
+full) fails the write with :class:`WarehouseWriteError` naming the table; its files are removed.
+
 Reads come from the table's current snapshot, or a given version, via its file list.
 Small driver-side tables (training sets, review queues) use :func:`read_pandas` and
 :func:`write_pandas`, which go through the same commit code without Spark.
