@@ -21,6 +21,14 @@ class EnvironmentProblem(EpmError, RuntimeError):
     """The machine lacks something the job needs (Java, a package, model weights)."""
 
 
+class WarehouseWriteError(EpmError):
+    """The warehouse refused a table's files (read-only, full, no permission); nothing was committed."""
+
+
+class ConcurrentWriteError(EpmError):
+    """Another job committed to the same rows of a table first; this job's write was not applied."""
+
+
 def from_worker(exc: BaseException) -> EpmError | None:
     """The suite's own error inside a Spark task failure, rebuilt on the driver (else ``None``).
 

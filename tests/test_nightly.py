@@ -36,15 +36,18 @@ def tiny_encoder(folder: Path) -> str:
     return str(folder)
 
 
+# Small k, two query partitions, a narrow explained band and short generations: seconds per step.
+TINY = ["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2", "dedup.max_cluster_size=3",
+        "match.explain=band", "match.uncertainty_margin=0.02", "match.max_explain_per_batch=2",
+        "matcher.inference.max_new_tokens=24"]
+
+
 @pytest.fixture(scope="module")
 def night(tmp_path_factory, tiny_student):
     root = tmp_path_factory.mktemp("nightly")
     from epm_spark.config import load_settings
 
-    settings = load_settings(overrides=["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2",
-                                        "dedup.max_cluster_size=3", "match.explain=band",
-                                        "match.uncertainty_margin=0.02", "match.max_explain_per_batch=2", "matcher.inference.max_new_tokens=24"],
-                             warehouse=str(root / "warehouse"))
+    settings = load_settings(overrides=TINY, warehouse=str(root / "warehouse"))
     settings.encoder.backbone = tiny_encoder(root / "encoder")
     report = generate(settings, out=str(root / "exports1"), products=30, competitors=1, seed=3)
     exports = {"ours": Export(str(report.files["ours"]), currency="EUR"),
@@ -173,6 +176,96 @@ def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
     assert written["matches"] == int((matches.right_source == "competitor_a").sum())
 
 
+def test_a_night_killed_during_match_resumes_there_and_job_runs_agree_with_the_tables(spark, night, tmp_path,
+                                                                                      caplog, capsys):
+    """`epm-spark nightly` as a scheduler runs it: a real process, SIGKILLed while a match step runs."""
+    import logging
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from epm_spark.cli import main
+    from epm_spark.pipeline.runs import read_runs
+
+    settings, exports, model, _ = night
+    warehouse = str(tmp_path / "warehouse")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({
+        "exports": {source: {k: v for k, v in vars(export).items() if v is not None}
+                    for source, export in exports.items()},
+        "model": model}))
+    argv = ["--warehouse", warehouse, *[a for o in [*TINY, f"encoder.backbone={settings.encoder.backbone}"]
+                                        for a in ("--set", o)],
+            "nightly", "--plan", str(plan), "--run-id", "n1"]
+    log = (tmp_path / "first-attempt.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "epm_spark.cli", "--set", "spark.master=local[2]", *argv],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 900
+    try:
+        while True:  # kill it once a match step has recorded its start and is at work
+            assert proc.poll() is None, (tmp_path / "first-attempt.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no match step started within 900 s"
+            runs = read_runs(warehouse, run_id="n1") if delta.table_exists(warehouse, "job_runs") else None
+            if runs is not None and ((runs.step.fillna("").str.startswith("match:")) & (runs.status == "running")).any():
+                time.sleep(1.0)
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.3)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    killed = read_runs(warehouse, run_id="n1")
+    unfinished = killed[killed.status == "running"]
+    [killed_step] = unfinished.step.dropna().tolist()
+    assert killed_step.startswith("match:") and unfinished.job.tolist().count("nightly") == 1
+    earlier = ["ingest:ours", "ingest:competitor_a", "embed", "block:ours-ours", "block:ours-competitor_a"]
+    done_before = killed[killed.status == "succeeded"].step.tolist()
+    assert set(earlier) <= set(done_before)
+    versions = {t: delta.table_version(warehouse, t) for t in ("products", "embeddings", "candidates")}
+
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING, logger="epm_spark.pipeline.runs"):
+        assert main(argv) == 0  # the same command again
+    out = capsys.readouterr().out
+    assert f"finished by an earlier attempt, not redone: {', '.join(done_before[::-1])}" in out
+    assert "never finished (the process was killed)" in caplog.text
+    assert {t: delta.table_version(warehouse, t) for t in versions} == versions  # ingest, embed, block not redone
+
+    runs = read_runs(warehouse, run_id="n1")
+    assert sorted(runs[runs.job == "nightly"].status) == ["running", "succeeded"]  # both attempts
+    steps = runs.dropna(subset=["step"]).groupby("step").status.apply(sorted).to_dict()
+    assert steps.pop(killed_step) == ["running", "succeeded"]
+    assert set(steps) == {*earlier, "match:ours-ours", "match:ours-competitor_a", "dedup:ours",
+                          "price-match"} - {killed_step}
+    assert all(statuses == ["succeeded"] for statuses in steps.values()), steps
+
+    # job_runs agrees with the tables: the rows each table holds are the rows the steps say they
+    # wrote (a fresh warehouse, one run), and the newest version a step committed is the table's.
+    finished = runs[runs.step.notna() & (runs.status == "succeeded")]
+    written: dict[str, int] = {}
+    committed: dict[str, int] = {}
+    for row in finished.itertuples():
+        for table_name, n in row.rows_written.items():
+            written[table_name] = written.get(table_name, 0) + n
+        for table_name, v in row.table_versions.items():
+            committed[table_name] = max(committed.get(table_name, -1), v)
+    assert set(written) == {"products", "products_quarantine", "embeddings", "candidates", "matches", "clusters",
+                            "cluster_changes", "price_comparisons"}
+    for table_name, n in written.items():
+        assert len(delta.read_pandas(warehouse, table_name)) == n, table_name
+        assert delta.table_version(warehouse, table_name) == committed[table_name], table_name
+    ingests = finished[finished.job == "ingest"]
+    for row in ingests.itertuples():  # and every row read went somewhere
+        assert sum(row.rows_read.values()) == row.rows_written["products"] + row.rows_written["products_quarantine"]
+
+
 @pytest.mark.parametrize("notebook", sorted(p.name for p in (REPO / "notebooks").glob("*.ipynb")))
 def test_notebooks_run_against_the_nightly_warehouse(nights, notebook, monkeypatch):
     import nbformat
@@ -183,6 +276,13 @@ def test_notebooks_run_against_the_nightly_warehouse(nights, notebook, monkeypat
     nb = nbformat.read(REPO / "notebooks" / notebook, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
-    outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    outputs = [o for cell in code for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("run n2" in "".join(o.get("text", "")) for o in outputs)
+    # Each chart must reach the notebook as an image: a forced non-interactive backend draws nothing inline.
+    charts = [cell for cell in code if "plt.show()" in cell.source]
+    assert charts, f"{notebook} has no chart"
+    for cell in charts:
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source.splitlines()[0]
+    assert not any('matplotlib.use(' in cell.source for cell in code)

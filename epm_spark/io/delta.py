@@ -22,6 +22,11 @@ Write modes:
   transaction ``epm-spark/<table>/<job>/<run_id>``, and a second append of the same run
   is skipped.
 
+Concurrent jobs: a commit that lost a race is committed again on top of the winner when the winner
+touched other partitions only; when it touched the same rows the write fails with
+:class:`ConcurrentWriteError` and nothing of it is applied. A storage refusing files (read-only,
+full) fails the write with :class:`WarehouseWriteError` naming the table; its files are removed.
+
 Reads come from the table's current snapshot, or a given version, via its file list.
 Small driver-side tables (training sets, review queues) use :func:`read_pandas` and
 :func:`write_pandas`, which go through the same commit code without Spark.
@@ -29,9 +34,12 @@ Small driver-side tables (training sets, review queues) use :func:`read_pandas` 
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -47,7 +55,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from epm_spark.errors import InputError, TableNotFoundError, worker_errors
+from epm_spark.errors import (ConcurrentWriteError, InputError, TableNotFoundError, WarehouseWriteError,
+                              worker_errors)
 from epm_spark.io.schemas import TABLES, TableSpec, check_partition_value, spec as table_spec
 
 if TYPE_CHECKING:
@@ -136,20 +145,32 @@ def table_uri(warehouse: str | os.PathLike[str], table: str) -> str:
     return str(Path(str(warehouse).removeprefix("file://")).resolve() / table)
 
 
+# A committed version: a numbered log entry or a checkpoint. A first commit killed half-way leaves a
+# log folder holding at most delta-rs's temporary file, which is no table yet.
+_COMMITTED = re.compile(r"\d{20}\.(json|checkpoint\.parquet|checkpoint\.\d+\.\d+\.parquet)$")
+
+
+def _has_commit(log_dir: Path) -> bool:
+    try:
+        return any(_COMMITTED.match(entry.name) for entry in os.scandir(log_dir))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 def table_exists(warehouse: str | os.PathLike[str], table: str) -> bool:
     if _remote(warehouse):
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(table_uri(warehouse, table))
-    return (Path(table_uri(warehouse, table)) / "_delta_log").is_dir()
+    return _has_commit(Path(table_uri(warehouse, table)) / "_delta_log")
 
 
 def list_tables(warehouse: str | os.PathLike[str]) -> list[str]:
-    """The Delta tables of a warehouse: every folder with a log (local), the known tables (object stores)."""
+    """The Delta tables of a warehouse: every folder with a committed log (local), the known tables (object stores)."""
     if _remote(warehouse):
         return [name for name in TABLES if table_exists(warehouse, name)]
     root = Path(str(warehouse).removeprefix("file://"))
-    return sorted(p.parent.name for p in root.glob("*/_delta_log"))
+    return sorted(p.parent.name for p in root.glob("*/_delta_log") if _has_commit(p))
 
 
 def _local_writer_check(warehouse: str | os.PathLike[str]) -> None:
@@ -375,8 +396,9 @@ class _FileWriter:
         name = f"part-{self.write_id}-{uuid.uuid4().hex[:12]}.parquet"
         rel = f"{folder}/{name}" if folder else name
         full = os.path.join(self.uri, rel)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        pq.write_table(data, full, compression="zstd")
+        with _storage(self.spec.name, self.uri):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            pq.write_table(data, full, compression="zstd")
         self.staged.append({
             "path": rel,
             "size": os.path.getsize(full),
@@ -412,9 +434,59 @@ def _delete_staged(uri: str, write_id: str) -> int:
     """Remove the files of a write that will not be committed (they are invisible, but not free)."""
     removed = 0
     for path in Path(uri).rglob(f"part-{write_id}-*.parquet"):
-        path.unlink(missing_ok=True)
-        removed += 1
+        try:
+            path.unlink(missing_ok=True)
+            removed += 1
+        except OSError as exc:  # the write's own error is the one to report
+            log.warning("could not remove staged file %s: %s", path, exc)
     return removed
+
+
+# Errors of the storage under the warehouse, as Python (`[Errno 28] ...`), Arrow (`[errno 28]`) or
+# delta-rs (`... (os error 28)`) report them: the job stops with one line naming the table.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+_ERRNO_TEXT = re.compile(r"\[[Ee]rrno (\d+)\]|\(os error (\d+)\)")
+
+
+def _storage_errno(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+        return exc.errno
+    for m in _ERRNO_TEXT.finditer(str(exc)):
+        code = int(m.group(1) or m.group(2))
+        if code in _STORAGE_ERRNOS:
+            return code
+    return None
+
+
+@contextmanager
+def _storage(table: str, uri: str) -> Iterator[None]:
+    """Raise a storage failure (read-only, full, no permission) as one line naming the table."""
+    try:
+        yield
+    except Exception as exc:
+        code = _storage_errno(exc)
+        if code is None:
+            raise
+        raise WarehouseWriteError(f"table '{table}': cannot write to {uri}: {os.strerror(code)}; "
+                                  "nothing was committed, the table keeps its last version") from None
+
+
+def _commit_clearly(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: WriteMode,
+                    partition: dict[str, tuple[str, ...]] | None, run_id: str | None, job: str | None,
+                    based_on: int | None = None) -> int:
+    """:func:`_commit`, with a lost commit race as one line (the job's rows may depend on what it read)."""
+    from deltalake.exceptions import CommitFailedError
+
+    try:
+        with _storage(spec.name, uri):
+            return _commit(uri, spec, staged, mode, partition, run_id, job, based_on)
+    except CommitFailedError as exc:
+        raise _conflict(spec.name, str(exc).splitlines()[0]) from None
+
+
+def _conflict(table: str, detail: str) -> ConcurrentWriteError:
+    return ConcurrentWriteError(f"table '{table}': another job committed to the same rows at the same time, so "
+                                f"this write was not applied ({detail}); run the job again")
 
 
 def _app_id(table: str, job: str | None, run_id: str) -> str:
@@ -426,8 +498,11 @@ def _shown(values: tuple[str, ...]) -> str:
 
 
 def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: WriteMode,
-            partition: dict[str, tuple[str, ...]] | None, run_id: str | None, job: str | None) -> int:
+            partition: dict[str, tuple[str, ...]] | None, run_id: str | None, job: str | None,
+            based_on: int | None = None) -> int:
+    """Commit the staged files; ``based_on``: the version the rows were computed from (default: the latest)."""
     from deltalake import DeltaTable, Schema
+    from deltalake.exceptions import CommitFailedError
     from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
 
     now = int(time.time() * 1000)
@@ -438,19 +513,59 @@ def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: Write
         metadata["epm_spark.run_id"] = run_id
     txns = [Transaction(_app_id(spec.name, job, run_id), 0, now)] if run_id else None
     props = CommitProperties(custom_metadata=metadata, app_transactions=txns)
-    if not DeltaTable.is_deltatable(uri):
-        create_table_with_add_actions(uri, Schema.from_arrow(spec.schema), adds, mode="error",
-                                      partition_by=list(spec.partition_by) or None, name=spec.name,
-                                      description=spec.description, commit_properties=props)
-        return 0
-    dt = DeltaTable(uri)
-    _check_schema(dt, spec)
     filters = [(c, "=", v[0]) if len(v) == 1 else (c, "in", list(v)) for c, v in (partition or {}).items()] or None
     delta_mode = "append" if mode == "append" else "overwrite"
-    dt.create_write_transaction(adds, delta_mode, spec.schema, partition_by=list(spec.partition_by) or None,
-                                partition_filters=filters if mode == "replace" else None,
-                                commit_properties=props)
-    return DeltaTable(uri).version()
+    base = based_on
+    if not DeltaTable.is_deltatable(uri):
+        # delta-rs lets two concurrent creates both commit (the second as version 1, its rows added to
+        # the first's), so one process at a time creates; the lock dies with its process.
+        with open(Path(uri) / _CREATE_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not DeltaTable.is_deltatable(uri):
+                create_table_with_add_actions(uri, Schema.from_arrow(spec.schema), adds, mode="error",
+                                              partition_by=list(spec.partition_by) or None, name=spec.name,
+                                              description=spec.description, commit_properties=props)
+                return 0
+        # Another job created it meanwhile: this write goes on top, as if it had come second.
+        base = None
+    for attempt in range(_COMMIT_TRIES):
+        dt = DeltaTable(uri) if base is None else DeltaTable(uri, version=base)
+        _check_schema(dt, spec)
+        try:
+            dt.create_write_transaction(adds, delta_mode, spec.schema, partition_by=list(spec.partition_by) or None,
+                                        partition_filters=filters if mode == "replace" else None,
+                                        commit_properties=props)
+            return DeltaTable(uri).version()
+        except CommitFailedError:
+            # delta-rs refuses a partition replace after any concurrent removal, even in another
+            # partition; only commits that touched this write's partitions make it wrong.
+            if mode != "replace" or attempt == _COMMIT_TRIES - 1 or _touched(uri, dt.version(), partition):
+                raise
+            log.info("%s: a concurrent commit changed other partitions; committing again on top of it", spec.name)
+            base = None
+    raise _conflict(spec.name, f"other jobs kept committing first, {_COMMIT_TRIES} tries")
+
+
+_COMMIT_TRIES = 8
+_CREATE_LOCK = ".epm-create.lock"
+
+
+def _touched(uri: str, since: int, partition: dict[str, tuple[str, ...]]) -> bool:
+    """Whether a commit after version ``since`` added or removed rows of ``partition``, or changed the table."""
+    log_dir = Path(uri) / "_delta_log"
+    version = since + 1
+    while (entry := log_dir / f"{version:020d}.json").exists():
+        for line in entry.read_text().splitlines():
+            action = json.loads(line) if line.strip() else {}
+            if "metaData" in action or "protocol" in action:
+                return True
+            for kind in ("add", "remove"):
+                values = (action.get(kind) or {}).get("partitionValues")
+                if kind in action and (values is None
+                                       or all(values.get(c) in allowed for c, allowed in partition.items())):
+                    return True
+        version += 1
+    return False
 
 
 def _check_schema(dt, spec: TableSpec) -> None:
@@ -513,7 +628,6 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
 
     _local_writer_check(warehouse)
     write_id = uuid.uuid4().hex[:12]
-    Path(uri).mkdir(parents=True, exist_ok=True)
     data_columns = [c for c in spec.columns if c in df.columns]
     missing = [c for c in spec.columns if c not in df.columns]
     if missing:
@@ -530,10 +644,12 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
     from epm_spark.io.schemas import to_spark_schema
 
     try:
+        with _storage(table, uri):
+            Path(uri).mkdir(parents=True, exist_ok=True)
         with worker_errors():
             rows = df.select(*data_columns).mapInArrow(write_task, to_spark_schema(_STAGED)).collect()
         staged = [r.asDict() for r in rows]
-        version = _commit(uri, spec, staged, mode, expect, run_id, job)
+        version = _commit_clearly(uri, spec, staged, mode, expect, run_id, job)
     except BaseException:
         removed = _delete_staged(uri, write_id)
         log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
@@ -570,8 +686,13 @@ def _write_native(df: DataFrame, uri: str, spec: TableSpec, mode: str, expect: d
 
 def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode: WriteMode, *,
                  partition: dict[str, Any] | None = None, run_id: str | None = None,
-                 job: str | None = None, max_rows_per_file: int = 1_000_000) -> CommitInfo:
-    """Write a small driver-side frame (training sets, review queues) with the same commit rules."""
+                 job: str | None = None, max_rows_per_file: int = 1_000_000,
+                 based_on: int | None = None) -> CommitInfo:
+    """Write a small driver-side frame (training sets, review queues) with the same commit rules.
+
+    ``based_on``: the table version ``data`` was computed from (a read-modify-write); the commit
+    fails with :class:`ConcurrentWriteError` if a later commit changed the replaced partition.
+    """
     spec = table_spec(table)
     expect = _validate_mode(spec, mode, partition)
     uri = table_uri(warehouse, table)
@@ -588,13 +709,14 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
             raise InputError(f"table '{table}': rows do not fit the declared schema: {exc}") from None
     _local_writer_check(warehouse)
     write_id = uuid.uuid4().hex[:12]
-    Path(uri).mkdir(parents=True, exist_ok=True)
     try:
+        with _storage(table, uri):
+            Path(uri).mkdir(parents=True, exist_ok=True)
         writer = _FileWriter(uri, spec, write_id, max_rows_per_file, expect)
         for batch in data.to_batches(max_chunksize=max_rows_per_file):
             writer.add(batch)
         staged = writer.close()
-        version = _commit(uri, spec, staged, mode, expect, run_id, job)
+        version = _commit_clearly(uri, spec, staged, mode, expect, run_id, job, based_on)
     except BaseException:
         _delete_staged(uri, write_id)
         _remove_if_empty(uri)

@@ -49,12 +49,13 @@ def load_benchmark_tables(spark, settings: Settings, *, path: str, name: str | N
     check_partition_value("run_id", run_id)
     now = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
     report = BenchmarkLoadReport(bench.name, bench.layout)
+    # Both sides in one commit: a job killed between two commits would leave one side reloaded.
+    rows = pd.concat([bench.left, bench.right], ignore_index=True).assign(ingested_at=now, run_id=run_id)
+    delta.write_pandas(settings.warehouse, "products", rows, "replace",
+                       partition={"source": [bench.left["source"].iloc[0], bench.right["source"].iloc[0]]},
+                       run_id=run_id, job="load-benchmark")
     for side in (bench.left, bench.right):
-        source = side["source"].iloc[0]
-        rows = side.assign(ingested_at=now, run_id=run_id)
-        delta.write_pandas(settings.warehouse, "products", rows, "replace", partition={"source": source},
-                           run_id=run_id, job="load-benchmark")
-        report.listings[source] = len(rows)
+        report.listings[side["source"].iloc[0]] = len(side)
     delta.write_pandas(settings.warehouse, "labelled_pairs", bench.pairs, "replace",
                        partition={"benchmark": bench.name}, run_id=run_id, job="load-benchmark")
     for split, group in bench.pairs.groupby("split"):

@@ -121,10 +121,10 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=JOB_RUNS.schema)
 
 
-def _run_rows(warehouse: str, run_id: str) -> list[dict[str, Any]]:
+def _run_rows(warehouse: str, run_id: str, version: int | None = None) -> list[dict[str, Any]]:
     if not delta.table_exists(warehouse, JOB_RUNS.name):
         return []
-    frame = delta.read_pandas(warehouse, JOB_RUNS.name, filters=[("run_id", "=", run_id)])
+    frame = delta.read_pandas(warehouse, JOB_RUNS.name, version, filters=[("run_id", "=", run_id)])
     return [{k: (list(v.items()) if isinstance(v, dict) else (None if _missing(v) else v)) for k, v in r.items()}
             for r in frame.to_dict("records")]
 
@@ -134,18 +134,21 @@ def _missing(value: Any) -> bool:
 
 
 def _save(warehouse: str, run: JobRun, *, first: bool) -> None:
-    from deltalake.exceptions import CommitFailedError
+    from epm_spark.errors import ConcurrentWriteError
 
     if first:
         delta.write_pandas(warehouse, JOB_RUNS.name, _table([run.row()]), mode="append")
         return
     for attempt in range(_COMMIT_TRIES):
-        rows = [r for r in _run_rows(warehouse, run.run_id) if r["attempt_id"] != run.attempt_id]
+        # Read and replace the run's rows against one version: a commit between the two (another job
+        # of the run recording itself) fails this one, which then reads again; no row is lost.
+        version = delta.table_version(warehouse, JOB_RUNS.name)
+        rows = [r for r in _run_rows(warehouse, run.run_id, version) if r["attempt_id"] != run.attempt_id]
         try:
             delta.write_pandas(warehouse, JOB_RUNS.name, _table([*rows, run.row()]), mode="replace",
-                               partition={"run_id": run.run_id})
+                               partition={"run_id": run.run_id}, based_on=version)
             return
-        except CommitFailedError:
+        except ConcurrentWriteError:
             time.sleep(0.05 * 2 ** attempt)
     raise RuntimeError(f"job_runs: could not record attempt {run.attempt_id} of run {run.run_id}")
 
