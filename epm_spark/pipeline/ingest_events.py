@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import pandas as pd
+
 from epm_spark.config import Settings
 from epm_spark.errors import InputError, worker_errors
 from epm_spark.io import delta
@@ -80,6 +82,7 @@ def ingest_events(spark: SparkSession, settings: Settings, *, input_path: str, s
             checked[ROW] = pdf[ROW].values
             checked["raw"] = pdf["raw"].values
             checked["position"] = checked["position"].astype("Int32")
+            checked["event_time"] = pd.to_datetime(checked["event_time"], utc=True)
             yield checked[[*OUTPUT, FILE, ROW, "raw"]]
 
     raw_json = F.coalesce(F.col(CORRUPT), F.to_json(F.struct(*[F.col(f"`{c}`") for c in input_columns]),

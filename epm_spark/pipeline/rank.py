@@ -15,6 +15,7 @@ replaced, so re-running a run id gives the same table.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -131,7 +132,7 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
                 .filter(F.col("source") == source).select("product_id", "title", "brand", "attributes", "price",
                                                           "currency", "description"))
     pairs = candidates.join(products, "product_id", "inner")
-    scored_at = pd.Timestamp.now(tz="UTC")
+    scored_at = dt.datetime.now(dt.timezone.utc)
     batch_size, ranker_device = settings.ranker.inference_batch_size, settings.ranker.device
 
     def score(batches):
