@@ -21,7 +21,6 @@ resample; Efron & Tibshirani, 1993).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 
@@ -88,10 +87,6 @@ def paired_bootstrap_mean(a: np.ndarray, b: np.ndarray, *, resamples: int = 2000
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"difference": float(d.mean()), "ci95_low": float(lo), "ci95_high": float(hi), "queries": int(d.size),
             "resamples": int(resamples)}
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 def bm25_scorer(catalog_texts: Sequence[str], catalog_ids: Sequence[str]) -> Scorer:

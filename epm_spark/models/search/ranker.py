@@ -201,7 +201,7 @@ class MultiTaskRanker(torch.nn.Module):
         self.tokenizer.save_pretrained(tmp / "encoder")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.towers.state_dict().items()},
                   str(tmp / "heads.safetensors"))
-        self.card.model_version = f"ranker-{self.card.name}-{final.name}"
+        self.card.model_version = f"ranker-{final.name}"
         (tmp / CARD_FILE).write_text(json.dumps(asdict(self.card), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if final.exists():
             import shutil

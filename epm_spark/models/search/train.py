@@ -22,7 +22,7 @@ from epm_spark.errors import InputError
 from epm_spark.models.precision import bf16_available
 from epm_spark.models.search.queries import query_split
 from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, multitask_loss, product_texts
-from epm_spark.models.search.settings import TASKS, RankerSettings
+from epm_spark.models.search.settings import RankerSettings
 from epm_spark.progress import progress
 
 __all__ = ["aggregate_events", "with_texts", "training_pairs", "fit", "COUNT_COLUMNS"]
