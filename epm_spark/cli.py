@@ -546,6 +546,111 @@ def _evaluate_matching(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_generate_search_log(sub) -> None:
+    p = sub.add_parser("generate-search-log",
+                       help="simulate a search log on real titles: queries, graded listings, sessions")
+    p.add_argument("--benchmark", action="append", default=None, metavar="DIR",
+                   help="benchmark folder whose listings are the catalog (repeatable; default: search_log.benchmarks)")
+    p.add_argument("--from-source", default=None, metavar="NAME",
+                   help="search an ingested products source instead of benchmark listings")
+    p.add_argument("--queries", type=int, default=None, help="queries to make (default: search_log.queries.queries)")
+    p.add_argument("--seed", type=int, default=None)
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.search_log import generate_search_log
+
+        report = generate_search_log(settings, run_id=args.run_id or default_run_id(), benchmarks=args.benchmark,
+                                     from_source=args.from_source, queries=args.queries, seed=args.seed)
+        _show(report)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_ingest_events(sub) -> None:
+    p = sub.add_parser("ingest-events", help="read a search log into search_events (bad rows into quarantine)")
+    p.add_argument("--input", required=True, help="file or folder (CSV, Parquet, JSON lines, Delta)")
+    p.add_argument("--source", default=None,
+                   help="products source the listings belong to (default: search_log.source)")
+    p.add_argument("--format", choices=["csv", "parquet", "json", "delta"], default=None,
+                   help="input format (default: from the file extension)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.ingest_events import ingest_events
+
+        report = ingest_events(_spark(settings), settings, input_path=args.input, fmt=args.format,
+                               source=args.source or settings.search_log.source,
+                               run_id=args.run_id or default_run_id())
+        _show(report)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_train_ranker(sub) -> None:
+    p = sub.add_parser("train-ranker", help="train the multi-task (click, cart, purchase) ranker on search_events")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated heads, e.g. purchase for a single-task baseline (default: ranker.tasks)")
+    p.add_argument("--chain", action=argparse.BooleanOptionalAction, default=None,
+                   help="conditional chain p_purchase = p_cart * s(z), p_cart = p_click * s(z) (default: ranker.chain)")
+    p.add_argument("--source", default=None, help="products source of the listings (default: search_log.source)")
+    p.add_argument("--events-run-id", default=None, help="train on this run's events only (default: all)")
+    p.add_argument("--out", default=None, help="model folder (default: ranker.models_dir/<name>-v<N>)")
+    p.add_argument("--max-queries", type=int, default=None,
+                   help="training queries at most (default: ranker.max_train_queries)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("--json", action="store_true", help="print the model card as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from dataclasses import asdict
+
+        from epm_spark.pipeline.train_ranker import train_ranker
+
+        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+        card, folder = train_ranker(settings, tasks=tasks, chain=args.chain, source=args.source, out=args.out,
+                                    events_run_id=args.events_run_id, max_steps=args.max_steps,
+                                    max_queries=args.max_queries)
+        if args.json:
+            _print_json({"folder": str(folder), **asdict(card)})
+        else:
+            t = card.training
+            print(f"train-ranker: {folder} ({card.name}; {t['pairs']:,} pairs of {t['queries']} queries, "
+                  f"{t['steps']} steps, {t['seconds']} s; loss {t['loss_history'][0]['loss']} -> "
+                  f"{t['loss_history'][-1]['loss']})")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_rank(sub) -> None:
+    p = sub.add_parser("rank", help="score each query's k nearest listings with the ranker into search_scores")
+    p.add_argument("--queries", required=True, metavar="TABLE",
+                   help="warehouse table with a query column, e.g. search_queries")
+    p.add_argument("--k", type=int, default=50, help="candidates per query from the dual-encoder index (default 50)")
+    p.add_argument("--model", required=True, help="ranker folder (epm-spark train-ranker)")
+    p.add_argument("--source", default=None, help="products source to search (default: search_log.source)")
+    p.add_argument("--split", default=None, help="only queries of this split (tables with a split column)")
+    p.add_argument("--encoder", default=None, help="dual-encoder of the embeddings (default: encoder.backbone)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.rank import rank
+
+        report = rank(_spark(settings), settings, queries_table=args.queries, k=args.k, model=args.model,
+                      source=args.source or settings.search_log.source, split=args.split, encoder=args.encoder,
+                      run_id=args.run_id or default_run_id())
+        _show(report)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -565,6 +670,10 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_review,
     _verb_train_judge,
     _verb_train_matcher,
+    _verb_generate_search_log,
+    _verb_ingest_events,
+    _verb_train_ranker,
+    _verb_rank,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
@@ -655,6 +764,34 @@ def _evaluate_pipeline(evaluations) -> None:
 
 
 EVALUATIONS.append(_evaluate_pipeline)
+
+
+def _evaluate_ranking(evaluations) -> None:
+    p = evaluations.add_parser("ranking", help="NDCG@10 and MRR per signal on held-out queries: BM25, zero-shot, rankers")
+    p.add_argument("--model", action="append", required=True, metavar="DIR",
+                   help="ranker folder (repeatable); the first is compared with every other system")
+    p.add_argument("--source", default=None, help="products source of the listings (default: search_log.source)")
+    p.add_argument("--split", default="test", help="query split to evaluate (default: test)")
+    p.add_argument("--events-run-id", default=None, help="this run's events only (default: all)")
+    p.add_argument("--encoder", default=None, help="the zero-shot bi-encoder (default: encoder.backbone)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_ranking import evaluate_ranking, format_ranking
+
+        report = evaluate_ranking(settings, models=args.model, source=args.source or settings.search_log.source,
+                                  split=args.split, events_run_id=args.events_run_id, encoder=args.encoder)
+        if args.json:
+            _print_json(report)
+        else:
+            print(format_ranking(report))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_ranking)
 
 
 def build_parser() -> argparse.ArgumentParser:

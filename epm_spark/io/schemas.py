@@ -28,6 +28,11 @@ __all__ = [
     "PRICE_COMPARISONS",
     "RATIONALES",
     "REVIEW_STATUSES",
+    "SEARCH_EVENTS",
+    "SEARCH_EVENTS_QUARANTINE",
+    "SEARCH_QUERIES",
+    "QUERY_JUDGMENTS",
+    "SEARCH_SCORES",
     "JOB_RUNS",
     "JOB_STATUSES",
     "spec",
@@ -313,6 +318,98 @@ JOB_RUNS = _table(
     description="One row per job attempt: what ran, when, rows in and out, versions, status.",
 )
 
+SEARCH_EVENTS = _table(
+    "search_events",
+    [
+        ("session_id", pa.string(), "one search: a query typed and its result page"),
+        ("query", pa.string(), "what the shopper typed"),
+        ("product_id", pa.string(), "the listing shown"),
+        ("position", pa.int32(), "1-based place on the result page"),
+        ("impressed", pa.bool_(), "the listing was shown"),
+        ("clicked", pa.bool_(), "the shopper opened it"),
+        ("added_to_cart", pa.bool_(), "the shopper put it in the cart"),
+        ("purchased", pa.bool_(), "the shopper bought it"),
+        ("event_time", TS, "when the result page was shown"),
+        ("run_id", pa.string(), "the ingest (or simulation) run that wrote the row"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "session_id", "product_id"),
+    required=("session_id", "query", "product_id", "impressed", "clicked", "added_to_cart", "purchased", "run_id"),
+    description="Search engagement, one row per listing shown; each ingest run replaces its own partition.",
+)
+
+SEARCH_EVENTS_QUARANTINE = _table(
+    "search_events_quarantine",
+    [
+        ("source_file", pa.string(), "the file the row came from"),
+        ("row_number", pa.int64(), "1-based row (line, for CSV/JSON) within source_file"),
+        ("session_id", pa.string(), "the session, where the row had one"),
+        ("product_id", pa.string(), "the listing, where the row had one"),
+        ("reason", pa.string(), "why the row was rejected"),
+        ("raw", pa.string(), "the raw row, as JSON"),
+        ("ingested_at", TS, "when the run read the row"),
+        ("run_id", pa.string(), "the run that rejected the row"),
+    ],
+    partition_by=("run_id",),
+    required=("reason", "raw", "run_id"),
+    description="Event rows an ingest-events run rejected, with the reason.",
+)
+
+SEARCH_QUERIES = _table(
+    "search_queries",
+    [
+        ("query", pa.string(), "the query text"),
+        ("frequency", pa.int64(), "sessions with this query"),
+        ("split", pa.string(), "train, valid or test (a hash of the query: stable across runs)"),
+        ("style", pa.string(), "simulated queries: model, brand_line, short_title or category"),
+        ("source_product_id", pa.string(), "simulated queries: the listing the shopper had in mind"),
+        ("cluster_id", pa.string(), "simulated queries: that listing's product cluster"),
+        ("run_id", pa.string(), "the run that wrote the row"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "query"),
+    required=("query", "frequency", "split", "run_id"),
+    description="Queries with their frequency; the simulator also says which product each was typed for.",
+)
+
+QUERY_JUDGMENTS = _table(
+    "query_judgments",
+    [
+        ("query", pa.string(), "the query text"),
+        ("product_id", pa.string(), "a judged listing"),
+        ("relation", pa.string(), "exact, substitute, complement or irrelevant"),
+        ("grade", pa.int32(), "3 exact, 2 substitute, 1 complement, 0 irrelevant"),
+        ("run_id", pa.string(), "the run that wrote the row"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "query", "product_id"),
+    required=("query", "product_id", "relation", "grade", "run_id"),
+    description="Graded (query, listing) relevance of the simulated queries.",
+)
+
+SEARCH_SCORES = _table(
+    "search_scores",
+    [
+        ("query", pa.string(), "the query"),
+        ("product_id", pa.string(), "a candidate listing"),
+        ("source", pa.string(), "the catalog searched"),
+        ("similarity", pa.float32(), "dual-encoder cosine of query and listing (the retrieval score)"),
+        ("p_click", pa.float64(), "P(click | shown), the click head"),
+        ("p_cart", pa.float64(), "P(add to cart | shown), the cart head"),
+        ("p_purchase", pa.float64(), "P(purchase | shown), the purchase head"),
+        ("score", pa.float64(), "the blended score (ranker.blend weights of the heads)"),
+        ("rank", pa.int32(), "1 = best by score within the query"),
+        ("model_version", pa.string(), "the ranker"),
+        ("scored_at", TS, "when the pair was scored"),
+        ("run_id", pa.string(), "the ranking run"),
+    ],
+    partition_by=("run_id", "source"),
+    key=("run_id", "source", "query", "product_id"),
+    required=("query", "product_id", "source", "score", "rank", "model_version", "run_id"),
+    description="Ranker scores of each query's k retrieved candidates.",
+)
+
+
 TABLES: dict[str, TableSpec] = {
     t.name: t
     for t in (
@@ -326,6 +423,11 @@ TABLES: dict[str, TableSpec] = {
         CLUSTER_CHANGES,
         PRICE_COMPARISONS,
         RATIONALES,
+        SEARCH_EVENTS,
+        SEARCH_EVENTS_QUARANTINE,
+        SEARCH_QUERIES,
+        QUERY_JUDGMENTS,
+        SEARCH_SCORES,
         JOB_RUNS,
     )
 }

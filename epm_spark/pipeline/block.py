@@ -34,7 +34,7 @@ from epm_spark.progress import spark_progress
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["BlockReport", "block", "index_root"]
+__all__ = ["BlockReport", "block", "index_root", "index_shards", "search_shards", "checked_embeddings"]
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def limit_threads() -> None:
     torch.set_num_threads(cpus)
 
 
-def _checked_embeddings(spark: SparkSession, settings: Settings, sources: list[str]) -> tuple[DataFrame, str, int]:
+def checked_embeddings(spark: SparkSession, settings: Settings, sources: list[str]) -> tuple[DataFrame, str, int]:
     """The embeddings of ``sources``, after checking that every listing has one, of one model."""
     from pyspark.sql import functions as F
 
@@ -122,6 +122,86 @@ def _checked_embeddings(spark: SparkSession, settings: Settings, sources: list[s
     return emb, versions.pop(), dims.pop()
 
 
+def index_shards(spark: SparkSession, settings: Settings, vectors: DataFrame, version: str,
+                 source: str) -> tuple[Path, list, int]:
+    """Build (or reuse) the sharded index over ``vectors`` (``product_id, content_hash, embedding``) of ``source``.
+
+    Each shard is built inside a Spark task and saved under ``block.index_dir``; an unchanged
+    catalog (same ids, texts, model and index settings) reuses the saved shards.
+    Returns the folder, one row per shard (``shard, count, kind, path``) and the vector count.
+    """
+    from pyspark.sql import functions as F
+
+    cfg = settings.block
+    fingerprint = vectors.agg(F.count(F.lit(1)).alias("n"),
+                              F.bit_xor(F.xxhash64("product_id", "content_hash")).alias("h")).collect()[0]
+    n = int(fingerprint["n"])
+    if n == 0:
+        raise InputError(f"no vectors of source {source!r} to index")
+    shards = max(1, math.ceil(n / cfg.max_shard_size))
+    digest = hashlib.sha256(f"{version}|{n}|{fingerprint['h']}|{shards}|{asdict(cfg.index)}".encode())
+    folder = index_root(settings) / source / f"{version}-{digest.hexdigest()[:12]}"
+    index_settings = cfg.index
+
+    def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
+        from epm_spark.models.index import VectorIndex
+
+        limit_threads()
+        shard = int(pdf["shard"].iloc[0])
+        path = folder / f"shard-{shard:05d}"
+        if not (path / "meta.json").exists():
+            matrix = np.stack(pdf["embedding"].to_numpy()).astype(np.float32)
+            VectorIndex.build(matrix, pdf["product_id"].to_numpy(), settings=index_settings,
+                              meta={"model_version": version, "source": source, "shard": shard}).save(path)
+        import json
+
+        kind = json.loads((path / "meta.json").read_text())["kind"]
+        return pd.DataFrame({"shard": [shard], "count": [len(pdf)], "kind": [kind], "path": [str(path)]})
+
+    with spark_progress(spark, "index"), worker_errors():
+        built = (vectors.withColumn("shard", F.pmod(F.xxhash64("product_id"), F.lit(shards)))
+                 .groupBy("shard").applyInPandas(build_shard, "shard long, count long, kind string, path string")
+                 .collect())
+    log.info("%s index of %d vectors in %d shard(s) at %s", built[0]["kind"], n, len(built), folder)
+    return folder, built, n
+
+
+def search_shards(spark: SparkSession, settings: Settings, queries: DataFrame, built: list, k: int) -> DataFrame:
+    """``left_id, right_id, similarity``: each query's top ``k`` in every shard (merge per query afterwards).
+
+    ``queries`` holds ``left_id``, ``embedding`` and a ``bucket``; every (bucket, shard) is one task
+    that loads its shard once.
+    """
+    from pyspark.sql import functions as F
+
+    index_settings = settings.block.index
+    shard_paths = spark.createDataFrame([(r["shard"], r["path"]) for r in built], "shard long, path string")
+
+    def search(pdf: pd.DataFrame) -> pd.DataFrame:
+        from epm_spark.models.index import VectorIndex
+
+        limit_threads()
+        path = pdf["path"].iloc[0]
+        if path not in _INDEXES:
+            _INDEXES[path] = VectorIndex.load(path, index_settings)
+        index = _INDEXES[path]
+        vectors = np.stack(pdf["embedding"].to_numpy()).astype(np.float32)
+        if vectors.shape[1] != index.dim:
+            raise InputError(f"query vectors have dimension {vectors.shape[1]}, the index {index.dim}")
+        scores, positions = index.search(vectors, k)
+        rows = np.repeat(np.arange(len(pdf)), positions.shape[1])
+        flat = positions.ravel()
+        keep = flat >= 0
+        return pd.DataFrame({
+            "left_id": pdf["left_id"].to_numpy()[rows[keep]],
+            "right_id": index.ids[flat[keep]],
+            "similarity": scores.ravel()[keep].astype(np.float32),
+        })
+
+    return (queries.crossJoin(F.broadcast(shard_paths))
+            .groupBy("bucket", "shard").applyInPandas(search, "left_id string, right_id string, similarity float"))
+
+
 def block(spark: SparkSession, settings: Settings, *, left: str, right: str | None = None, k: int | None = None,
           run_id: str) -> BlockReport:
     """Write the candidate pairs of ``left`` against ``right`` (or against itself) for ``run_id``."""
@@ -138,75 +218,20 @@ def block(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     for name in {left, right}:
         check_partition_value("source", name)
     check_partition_value("run_id", run_id)
-    emb, version, dim = _checked_embeddings(spark, settings, sorted({left, right}))
+    emb, version, dim = checked_embeddings(spark, settings, sorted({left, right}))
 
-    # ------------------------------------------------------------ index the right side, in shards
     right_emb = emb.filter(F.col("source") == right).select("product_id", "content_hash", "embedding")
-    fingerprint = right_emb.agg(F.count(F.lit(1)).alias("n"),
-                                F.bit_xor(F.xxhash64("product_id", "content_hash")).alias("h")).collect()[0]
-    n_right = int(fingerprint["n"])
-    shards = max(1, math.ceil(n_right / cfg.max_shard_size))
-    digest = hashlib.sha256(f"{version}|{n_right}|{fingerprint['h']}|{shards}|{asdict(cfg.index)}".encode())
-    folder = index_root(settings) / right / f"{version}-{digest.hexdigest()[:12]}"
-    index_settings = cfg.index
-
-    def build_shard(pdf: pd.DataFrame) -> pd.DataFrame:
-        from epm_spark.models.index import VectorIndex
-
-        limit_threads()
-        shard = int(pdf["shard"].iloc[0])
-        path = folder / f"shard-{shard:05d}"
-        if not (path / "meta.json").exists():
-            vectors = np.stack(pdf["embedding"].to_numpy()).astype(np.float32)
-            VectorIndex.build(vectors, pdf["product_id"].to_numpy(), settings=index_settings,
-                              meta={"model_version": version, "source": right, "shard": shard}).save(path)
-        import json
-
-        kind = json.loads((path / "meta.json").read_text())["kind"]
-        return pd.DataFrame({"shard": [shard], "count": [len(pdf)], "kind": [kind], "path": [str(path)]})
-
-    with spark_progress(spark, "block: index"), worker_errors():
-        built = (right_emb.withColumn("shard", F.pmod(F.xxhash64("product_id"), F.lit(shards)))
-                 .groupBy("shard").applyInPandas(build_shard, "shard long, count long, kind string, path string")
-                 .collect())
+    folder, built, n_right = index_shards(spark, settings, right_emb, version, right)
     kind = built[0]["kind"]
-    log.info("block: %s index of %d vectors in %d shard(s) at %s", kind, n_right, len(built), folder)
 
-    # ------------------------------------------------------------ search every (query bucket, shard)
     search_k = k + 1 if dedup else k
-    floor = cfg.similarity_floor
     queries = (emb.filter(F.col("source") == left).select(F.col("product_id").alias("left_id"), "embedding")
                .withColumn("bucket", F.pmod(F.xxhash64("left_id"), F.lit(cfg.query_partitions))))
-    shard_paths = spark.createDataFrame([(r["shard"], r["path"]) for r in built], "shard long, path string")
-
-    def search(pdf: pd.DataFrame) -> pd.DataFrame:
-        from epm_spark.models.index import VectorIndex
-
-        limit_threads()
-        path = pdf["path"].iloc[0]
-        if path not in _INDEXES:
-            _INDEXES[path] = VectorIndex.load(path, index_settings)
-        index = _INDEXES[path]
-        vectors = np.stack(pdf["embedding"].to_numpy()).astype(np.float32)
-        if vectors.shape[1] != index.dim:
-            raise InputError(f"query vectors have dimension {vectors.shape[1]}, the index {index.dim}")
-        scores, positions = index.search(vectors, search_k)
-        rows = np.repeat(np.arange(len(pdf)), positions.shape[1])
-        flat = positions.ravel()
-        keep = flat >= 0
-        out = pd.DataFrame({
-            "left_id": pdf["left_id"].to_numpy()[rows[keep]],
-            "right_id": index.ids[flat[keep]],
-            "similarity": scores.ravel()[keep].astype(np.float32),
-        })
-        if dedup:
-            out = out[out["left_id"] != out["right_id"]]
-        if floor is not None:
-            out = out[out["similarity"] >= floor]
-        return out
-
-    found = (queries.crossJoin(F.broadcast(shard_paths))
-             .groupBy("bucket", "shard").applyInPandas(search, "left_id string, right_id string, similarity float"))
+    found = search_shards(spark, settings, queries, built, search_k)
+    if dedup:
+        found = found.filter(F.col("left_id") != F.col("right_id"))
+    if cfg.similarity_floor is not None:
+        found = found.filter(F.col("similarity") >= cfg.similarity_floor)
     best_first = Window.partitionBy("left_id").orderBy(F.desc("similarity"), "right_id")
     ranked = found.withColumn("rank", F.row_number().over(best_first)).filter(F.col("rank") <= k)
     if dedup:

@@ -49,6 +49,8 @@ _READS: dict[str, dict[str, str]] = {
     "match": {"candidates": "candidates"},
     "dedup": {"listings": "products", "edges": "matches"},
     "price-match": {"comparisons": "matches"},
+    "ingest-events": {"rows_read": "input"},
+    "rank": {"queries": "queries", "candidates": "embeddings (nearest listings)"},
 }
 _CURRENT: ContextVar["JobRun | None"] = ContextVar("epm_job_run", default=None)
 # Concurrent jobs of one run rewrite the same partition; a conflicting commit is retried.
@@ -97,8 +99,11 @@ class JobRun:
                 self.rows_read[key] = self.rows_read.get(key, 0) + value
         model = getattr(report, "model_version", None) or getattr(report, "model", None)
         if isinstance(model, str) and model:
-            kind = "matcher" if self.job == "match" else "encoder"
+            kind = {"match": "matcher", "rank": "ranker"}.get(self.job, "encoder")
             self.model_versions[kind] = model
+        encoder = getattr(report, "encoder_version", None)
+        if isinstance(encoder, str) and encoder:
+            self.model_versions["encoder"] = encoder
         for attr in ("seconds", "search_seconds"):
             value = getattr(report, attr, None)
             if isinstance(value, (int, float)):

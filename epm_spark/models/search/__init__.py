@@ -1,0 +1,1 @@
+"""Product search: shopper-style queries with graded products, simulated engagement, the ranker."""

@@ -1,0 +1,167 @@
+"""Training the ranker on engagement aggregated per (query, listing).
+
+Events become one row per (query, listing): impressions ``n`` and the clicks, carts and
+purchases among them. Queries are split by a hash of their text
+(:func:`~epm_spark.models.search.queries.query_split`), so no query of the test split is
+ever seen in training. The default budget takes the listings of at most
+``ranker.max_train_queries`` training queries (about 14 listings each).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from epm_spark.errors import InputError
+from epm_spark.models.precision import bf16_available
+from epm_spark.models.search.queries import query_split
+from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, multitask_loss, product_texts
+from epm_spark.models.search.settings import RankerSettings
+from epm_spark.progress import progress
+
+__all__ = ["aggregate_events", "with_texts", "training_pairs", "fit", "COUNT_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+# Task -> its count column in aggregated engagement.
+COUNT_COLUMNS = {"click": "clicks", "cart": "carts", "purchase": "purchases"}
+
+
+def aggregate_events(events: pd.DataFrame) -> pd.DataFrame:
+    """``query, product_id, impressions, clicks, carts, purchases`` from ``search_events`` rows."""
+    if events.empty:
+        raise InputError("search_events holds no events; run generate-search-log or ingest-events first")
+    e = events[events["impressed"].astype(bool)]
+    agg = (e.assign(clicks=e["clicked"].astype(int), carts=e["added_to_cart"].astype(int),
+                    purchases=e["purchased"].astype(int), impressions=1)
+           .groupby(["query", "product_id"], as_index=False)[["impressions", "clicks", "carts", "purchases"]].sum())
+    return agg
+
+
+def with_texts(agg: pd.DataFrame, products: pd.DataFrame, with_price: bool) -> pd.DataFrame:
+    """Add each listing's ranker text; pairs whose listing left the catalog are dropped (and said so)."""
+    texts = pd.DataFrame({"product_id": products["product_id"].astype(str),
+                          "text": product_texts(products, with_price)}).drop_duplicates("product_id")
+    out = agg.merge(texts, on="product_id", how="inner")
+    lost = len(agg) - len(out)
+    if lost:
+        log.warning("%d (query, listing) pairs name listings not in the catalog; left out", lost)
+    return out
+
+
+def training_pairs(agg: pd.DataFrame, settings: RankerSettings, *, valid_share: float = 0.1,
+                   test_share: float = 0.2, split: str = "train", max_queries: int | None = None) -> pd.DataFrame:
+    """The pairs of ``split``'s queries, at most ``max_queries`` of them (a seeded random choice)."""
+    splits = {q: query_split(q, valid_share, test_share) for q in agg["query"].unique()}
+    chosen = sorted(q for q, s in splits.items() if s == split)
+    if not chosen:
+        raise InputError(f"no query of the {split} split in the events")
+    if max_queries is not None and len(chosen) > max_queries:
+        rng = np.random.default_rng(settings.seed)
+        chosen = sorted(rng.choice(chosen, size=max_queries, replace=False).tolist())
+    return agg[agg["query"].isin(set(chosen))].reset_index(drop=True)
+
+
+def _start_at_base_rates(model: MultiTaskRanker, rates: dict[str, float]) -> None:
+    """Each tower's output bias starts at the logit of its base rate (of its conditional rate under the
+    chain): the first steps then learn relevance instead of how rare purchases are."""
+    conditional = dict(rates)
+    if model.card.chain:
+        conditional = {"click": rates["click"], "cart": rates["cart"] / rates["click"],
+                       "purchase": rates["purchase"] / rates["cart"]}
+    with torch.no_grad():
+        for t, tower in model.towers.items():
+            q = min(max(conditional[t], 1e-6), 1 - 1e-6)
+            tower[-1].bias.fill_(math.log(q / (1 - q)))
+
+
+def freeze_lower_layers(model: MultiTaskRanker, train_layers: int) -> int:
+    """Freeze the embeddings and all but the top ``train_layers`` layers; returns the layers left trainable."""
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if train_layers <= 0 or layers is None or train_layers >= len(layers):
+        return len(layers) if layers is not None else 0
+    for module in (model.encoder.embeddings, *layers[: len(layers) - train_layers]):
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return train_layers
+
+
+def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *,
+        max_steps: int | None = None) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records."""
+    tasks = model.card.tasks
+    missing = {"query", "text", "impressions", *(COUNT_COLUMNS[t] for t in tasks)} - set(pairs.columns)
+    if missing:
+        raise InputError(f"training pairs lack columns {sorted(missing)}")
+    if pairs.empty:
+        raise InputError("no training pairs")
+    n_total = float(pairs["impressions"].sum())
+    rates = {t: float(pairs[COUNT_COLUMNS[t]].sum()) / n_total for t in tasks}
+    for t, r in rates.items():
+        if r <= 0:
+            raise InputError(f"the training pairs hold no {t} events; the {t} head cannot learn")
+    entropies = {t: base_entropy(r) for t, r in rates.items()}
+    model.card.base_rates = {t: round(r, 6) for t, r in rates.items()}
+    _start_at_base_rates(model, rates)
+    device = model.device
+    trainable_layers = freeze_lower_layers(model, settings.train_layers)
+    model.train()
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([
+        {"params": encoder_params, "lr": settings.learning_rate},
+        {"params": list(model.towers.parameters()), "lr": settings.head_learning_rate},
+    ], weight_decay=settings.weight_decay)
+    per_epoch = math.ceil(len(pairs) / settings.batch_size)
+    steps = max(1, int(round(per_epoch * settings.epochs)))
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    from transformers import get_linear_schedule_with_warmup
+
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
+    autocast = settings.bf16 and bf16_available(device)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    queries = pairs["query"].tolist()
+    texts = pairs["text"].tolist()
+    n = torch.tensor(pairs["impressions"].to_numpy(), dtype=torch.float32)
+    counts = {t: torch.tensor(pairs[COUNT_COLUMNS[t]].to_numpy(), dtype=torch.float32) for t in tasks}
+    history: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []
+    start = time.monotonic()
+    order = np.array([], dtype=int)
+    bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
+    for step in bar:
+        if len(order) < settings.batch_size:
+            order = np.concatenate([order, rng.permutation(len(pairs))])
+        idx, order = order[:settings.batch_size], order[settings.batch_size:]
+        batch = model.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = model(**batch)
+        loss, parts = multitask_loss(logits, n[idx].to(device), {t: c[idx].to(device) for t, c in counts.items()},
+                                     weights=settings.task_weights, entropies=entropies, chain=model.card.chain)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        scheduler.step()
+        window.append({"loss": float(loss.detach()), **parts})
+        if len(window) == 20 or step == steps - 1:
+            history.append({k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]})
+            window = []
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=history[-1]["loss"])
+    model.eval()
+    seconds = time.monotonic() - start
+    log.info("ranker %s: %d steps over %d pairs in %.0f s; loss %s -> %s", model.card.name, steps, len(pairs),
+             seconds, history[0]["loss"], history[-1]["loss"])
+    return {"pairs": len(pairs), "queries": int(pairs["query"].nunique()), "impressions": int(n_total),
+            "steps": steps, "epochs": round(steps / per_epoch, 2), "trainable_layers": trainable_layers, "batch_size": settings.batch_size,
+            "bf16": autocast, "loss_history": history, "seconds": round(seconds, 1),
+            "pairs_per_s": round(steps * settings.batch_size / seconds, 1) if seconds else None,
+            "events": {COUNT_COLUMNS[t]: int(pairs[COUNT_COLUMNS[t]].sum()) for t in tasks}}

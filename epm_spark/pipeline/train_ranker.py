@@ -1,0 +1,72 @@
+"""``epm-spark train-ranker``: the multi-task ranker (or a single-task baseline) from ``search_events``.
+
+Engagement is aggregated per (query, listing) on the driver (a log of a million
+impressions is a few thousand pairs); the listing text comes from ``products`` of the
+searched source. The model folder is ``ranker.models_dir/<name>-v<N>`` unless ``--out``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from epm_spark.config import Settings
+from epm_spark.errors import InputError
+from epm_spark.io import delta
+
+__all__ = ["train_ranker", "read_engagement"]
+
+log = logging.getLogger(__name__)
+
+
+def read_engagement(settings: Settings, source: str, events_run_id: str | None = None) -> pd.DataFrame:
+    """(query, listing) engagement with each listing's ranker text, from search_events and products."""
+    from epm_spark.models.search.train import aggregate_events, with_texts
+
+    wh = settings.warehouse
+    for table in ("search_events", "products"):
+        if not delta.table_exists(wh, table):
+            raise InputError(f"the warehouse has no {table} table; run generate-search-log or ingest-events first")
+    filters = [("run_id", "=", events_run_id)] if events_run_id else None
+    events = delta.read_pandas(wh, "search_events", columns=["query", "product_id", "impressed", "clicked",
+                                                             "added_to_cart", "purchased"], filters=filters)
+    products = delta.read_pandas(wh, "products", filters=[("source", "=", source)])
+    if products.empty:
+        raise InputError(f"products has no listings of source {source!r}")
+    return with_texts(aggregate_events(events), products, settings.ranker.with_price)
+
+
+def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: bool | None = None,
+                 source: str | None = None, out: str | None = None, events_run_id: str | None = None,
+                 max_steps: int | None = None, max_queries: int | None = None):
+    """Train and save one ranker; returns (card, folder)."""
+    from epm_spark.models.matcher.model_folder import next_version
+    from epm_spark.models.search.ranker import MultiTaskRanker, variant_name
+    from epm_spark.models.search.settings import RankerSettings
+    from epm_spark.models.search.train import fit, training_pairs
+
+    start = time.monotonic()
+    rs: RankerSettings = settings.ranker
+    changes = {k: v for k, v in (("tasks", tasks), ("chain", chain)) if v is not None}
+    if changes:
+        rs = dataclasses.replace(rs, **changes)  # replace() re-runs the settings' validation
+    source = source or settings.search_log.source
+    qs = settings.search_log.queries
+    engagement = read_engagement(settings, source, events_run_id)
+    pairs = training_pairs(engagement, rs, valid_share=qs.valid_share, test_share=qs.test_share,
+                           max_queries=max_queries or rs.max_train_queries)
+    log.info("train-ranker: %d pairs of %d training queries", len(pairs), pairs["query"].nunique())
+    model = MultiTaskRanker.from_backbone(rs)
+    info = fit(model, pairs, rs, max_steps=max_steps)
+    name = variant_name(rs.tasks, rs.chain)
+    folder = Path(out) if out else next_version(rs.models_dir, name)
+    model.card.training = {**info, "source": source, "events_run_id": events_run_id,
+                           "split": {"valid_share": qs.valid_share, "test_share": qs.test_share},
+                           "settings": dataclasses.asdict(rs), "total_seconds": round(time.monotonic() - start, 1)}
+    model.save(folder)
+    log.info("train-ranker: wrote %s (%s)", folder, model.card.model_version)
+    return model.card, folder

@@ -1,0 +1,71 @@
+"""The click model: observed rates match its parameters; the funnel holds; purchases are sparse."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from epm_spark.errors import ConfigError, InputError
+from epm_spark.models.search.clicks import ClickModelSettings, simulate_sessions
+
+RELATIONS = ["exact", "substitute", "complement", "irrelevant"]
+
+
+def pool(n_queries=40, sessions=400):
+    queries = pd.DataFrame({"query": [f"q{i}" for i in range(n_queries)], "frequency": sessions})
+    rows = [(f"q{i}", f"q{i}-p{j}", RELATIONS[j % 4]) for i in range(n_queries) for j in range(12)]
+    return queries, pd.DataFrame(rows, columns=["query", "product_id", "relation"])
+
+
+def test_rates_match_the_parameters():
+    settings = ClickModelSettings(price_elasticity=0.0, seed=1)
+    queries, judgments = pool()
+    events = simulate_sessions(queries, judgments, {}, settings)
+    assert len(events) == 40 * 400 * settings.slots
+    rel = events["product_id"].map(dict(zip(judgments["product_id"], judgments["relation"])))
+    examine = events["position"].astype(float) ** -settings.examination_decay
+    for r in RELATIONS:
+        e = events[rel == r]
+        expected_ctr = (examine[rel == r] * settings.click[r]).mean()
+        assert e["clicked"].mean() == pytest.approx(expected_ctr, rel=0.08)
+        clicked = e[e["clicked"]]
+        assert clicked["added_to_cart"].mean() == pytest.approx(settings.cart[r], abs=0.03)
+        carted = e[e["added_to_cart"]]
+        if len(carted) > 300:
+            assert carted["purchased"].mean() == pytest.approx(settings.purchase[r], abs=0.06)
+    # position bias: the first slot is clicked about `slots` times as often as the last (eta = 1)
+    by_pos = events.groupby("position")["clicked"].mean()
+    assert by_pos[1] / by_pos[settings.slots] == pytest.approx(settings.slots, rel=0.25)
+
+
+def test_funnel_holds_and_purchases_are_sparse():
+    queries, judgments = pool(n_queries=30, sessions=100)
+    events = simulate_sessions(queries, judgments, {}, ClickModelSettings(seed=2))
+    assert not (events["purchased"] & ~events["added_to_cart"]).any()
+    assert not (events["added_to_cart"] & ~events["clicked"]).any()
+    assert events["impressed"].all()
+    assert 0 < events["purchased"].mean() < 0.01
+    # each session shows `slots` distinct listings at positions 1..slots
+    per_session = events.groupby("session_id").agg(n=("product_id", "nunique"), top=("position", "max"))
+    assert (per_session["n"] == 10).all() and (per_session["top"] == 10).all()
+
+
+def test_cheaper_listings_sell_more():
+    queries = pd.DataFrame({"query": ["q"], "frequency": [40000]})
+    judgments = pd.DataFrame({"query": "q", "product_id": ["cheap", "dear"], "relation": "exact"})
+    events = simulate_sessions(queries, judgments, {"cheap": 50.0, "dear": 200.0},
+                               ClickModelSettings(seed=3, price_elasticity=1.0))
+    carted = events[events["added_to_cart"]]
+    rate = carted.groupby("product_id")["purchased"].mean()
+    assert rate["cheap"] > 1.5 * rate["dear"]
+
+
+def test_bad_parameters_and_inputs_are_refused():
+    with pytest.raises(ConfigError, match="click.exact must be between 0 and 1"):
+        ClickModelSettings(click={"exact": 1.5, "substitute": 0.3, "complement": 0.1, "irrelevant": 0.0})
+    with pytest.raises(ConfigError, match="cart needs a probability for"):
+        ClickModelSettings(cart={"exact": 0.3})
+    queries, judgments = pool(2, 2)
+    with pytest.raises(InputError, match="unknown relations"):
+        simulate_sessions(queries, judgments.assign(relation="great"), {})
+    with pytest.raises(InputError, match="lack columns"):
+        simulate_sessions(queries.drop(columns="frequency"), judgments, {})

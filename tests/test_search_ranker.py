@@ -1,0 +1,127 @@
+"""The multi-task ranker: losses, the chain, a training step with a tiny random encoder, save and load."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from encoder_tiny import save_tiny
+from epm_spark.errors import ConfigError, InputError
+from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, multitask_loss, read_card
+from epm_spark.models.search.settings import RankerSettings
+from epm_spark.models.search.train import COUNT_COLUMNS, aggregate_events, fit, training_pairs
+
+
+@pytest.fixture(scope="module")
+def tiny_backbone(tmp_path_factory):
+    return str(save_tiny(tmp_path_factory.mktemp("ranker") / "tiny"))
+
+
+def pairs_frame(n=48, seed=0):
+    """Relevant listings (the query's brand) get clicks, carts and purchases; others rarely clicks."""
+    rng = np.random.default_rng(seed)
+    brands = ["sony", "samsung", "apple", "canon"]
+    rows = []
+    for i in range(n):
+        q, b = brands[i % 4], brands[(i // 4) % 4]
+        relevant = q == b
+        n_imp = 40
+        clicks = rng.binomial(n_imp, 0.4 if relevant else 0.05)
+        carts = rng.binomial(clicks, 0.5 if relevant else 0.1)
+        rows.append({"query": f"{q} speaker", "product_id": f"p{i}", "text": f"{b} speaker black 32gb",
+                     "impressions": n_imp, "clicks": clicks, "carts": carts,
+                     "purchases": rng.binomial(carts, 0.6 if relevant else 0.1)})
+    return pd.DataFrame(rows)
+
+
+def test_loss_is_the_normalised_binomial_likelihood():
+    logits = {"click": torch.tensor([0.0, 1.0])}
+    n = torch.tensor([10.0, 20.0])
+    k = {"click": torch.tensor([2.0, 15.0])}
+    total, parts = multitask_loss(logits, n, k, weights={"click": 2.0}, entropies={"click": 0.5}, chain=False)
+    p = 1 / (1 + np.exp(-np.array([0.0, 1.0])))
+    nll = -(np.array([2, 15]) * np.log(p) + np.array([8, 5]) * np.log(1 - p)).sum() / 30
+    assert parts["click"] == pytest.approx(nll / 0.5, rel=1e-5)
+    assert float(total) == pytest.approx(2 * nll / 0.5, rel=1e-5)
+    assert base_entropy(0.5) == pytest.approx(math.log(2))
+
+
+def test_chain_probabilities_are_nested(tiny_backbone):
+    model = MultiTaskRanker.from_backbone(RankerSettings(backbone=tiny_backbone, chain=True))
+    frame = model.score(["sony speaker"] * 3, ["sony speaker", "apple tablet", "bose speaker black"])
+    assert (frame["p_purchase"] <= frame["p_cart"] + 1e-9).all() and (frame["p_cart"] <= frame["p_click"] + 1e-9).all()
+    assert frame[["p_click", "p_cart", "p_purchase"]].notna().all().all()
+
+
+def test_a_training_step_moves_all_three_heads(tiny_backbone):
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=48, learning_rate=1e-3, head_learning_rate=1e-2,
+                              warmup_ratio=0.0, bf16=False, epochs=40)
+    model = MultiTaskRanker.from_backbone(settings)
+    before = {t: [p.detach().clone() for p in tower.parameters()] for t, tower in model.towers.items()}
+    encoder_before = next(model.encoder.parameters()).detach().clone()
+    info = fit(model, pairs_frame(), settings, max_steps=30)
+    history = info["loss_history"]
+    for task in ("click", "cart", "purchase"):
+        changed = any(not torch.equal(a, b) for a, b in zip(before[task], model.towers[task].parameters()))
+        assert changed, f"the {task} tower did not change"
+        assert len(history) == 2 and history[-1][task] < history[0][task], f"the {task} loss did not fall: {history}"
+    assert not torch.equal(encoder_before, next(model.encoder.parameters()))
+    assert info["events"]["purchases"] > 0 and info["steps"] == 30
+
+
+def test_single_task_model_has_one_head_and_saves_and_loads(tiny_backbone, tmp_path):
+    settings = RankerSettings(backbone=tiny_backbone, tasks=["purchase"], batch_size=16, bf16=False)
+    model = MultiTaskRanker.from_backbone(settings)
+    fit(model, pairs_frame(), settings, max_steps=2)
+    folder = model.save(tmp_path / "purchase_only-v1")
+    card = read_card(folder)
+    assert card.name == "purchase_only" and card.tasks == ["purchase"] and card.base_rates["purchase"] > 0
+    loaded = MultiTaskRanker.load(folder, device="cpu")
+    queries, texts = ["sony speaker", "apple speaker"], ["sony speaker black", "canon speaker"]
+    a, b = model.score(queries, texts), loaded.score(queries, texts)
+    assert a["p_click"].isna().all() and np.allclose(a["p_purchase"], b["p_purchase"], atol=1e-6)
+    assert np.allclose(a["score"], a["p_purchase"])
+    assert not (tmp_path / "purchase_only-v1.tmp").exists()
+
+
+def test_bad_settings_and_data_are_refused(tiny_backbone, tmp_path):
+    with pytest.raises(ConfigError, match="ranker.tasks"):
+        RankerSettings(tasks=["views"])
+    with pytest.raises(ConfigError, match="chain needs all three"):
+        RankerSettings(tasks=["click"], chain=True)
+    model = MultiTaskRanker.from_backbone(RankerSettings(backbone=tiny_backbone))
+    with pytest.raises(InputError, match="no purchase events"):
+        fit(model, pairs_frame().assign(purchases=0), RankerSettings(backbone=tiny_backbone), max_steps=1)
+    with pytest.raises(InputError, match="not a ranker folder"):
+        read_card(tmp_path)
+    with pytest.raises(InputError, match="no events"):
+        aggregate_events(pd.DataFrame(columns=["query", "product_id", "impressed", "clicked", "added_to_cart",
+                                               "purchased"]))
+
+
+def test_aggregation_and_query_split():
+    events = pd.DataFrame({"query": ["a", "a", "a", "b"], "product_id": ["x", "x", "y", "x"],
+                           "impressed": True, "clicked": [True, False, True, False],
+                           "added_to_cart": [True, False, False, False], "purchased": [True, False, False, False]})
+    agg = aggregate_events(events).set_index(["query", "product_id"])
+    assert agg.loc[("a", "x")].tolist() == [2, 1, 1, 1] and agg.loc[("a", "y")].tolist() == [1, 1, 0, 0]
+    many = pd.DataFrame({"query": [f"query {i}" for i in range(300)], "product_id": "x", "impressions": 1,
+                         **{c: 0 for c in COUNT_COLUMNS.values()}})
+    train = training_pairs(many, RankerSettings(), max_queries=50)
+    test = training_pairs(many, RankerSettings(), split="test")
+    assert train["query"].nunique() == 50 and not set(train["query"]) & set(test["query"])
+
+
+def test_only_the_top_layers_train(tiny_backbone):
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, train_layers=1)
+    model = MultiTaskRanker.from_backbone(settings)
+    frozen = [p.detach().clone() for p in (*model.encoder.embeddings.parameters(),
+                                           *model.encoder.encoder.layer[0].parameters())]
+    top = [p.detach().clone() for p in model.encoder.encoder.layer[1].parameters()]
+    info = fit(model, pairs_frame(), settings, max_steps=2)
+    assert info["trainable_layers"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(frozen, (*model.encoder.embeddings.parameters(),
+                                                        *model.encoder.encoder.layer[0].parameters())))
+    assert any(not torch.equal(a, b) for a, b in zip(top, model.encoder.encoder.layer[1].parameters()))
