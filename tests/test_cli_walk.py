@@ -26,6 +26,8 @@ ELSEWHERE = {
     "teach": "test_matcher_judges.py", "review export": "test_matcher_review.py",
     "review import": "test_review_import.py", "train-matcher": "test_matcher_cascade.py",
     "evaluate matching": "test_matcher_cascade.py",
+    "generate-search-log": "test_search_jobs.py", "ingest-events": "test_search_jobs.py",
+    "train-ranker": "test_search_jobs.py", "rank": "test_search_jobs.py", "evaluate ranking": "test_search_jobs.py",
 }
 # Run below.
 HERE = {"load-benchmark", "schema", "embed", "block", "match", "dedup", "price-match", "runs",
