@@ -105,16 +105,17 @@ def label_candidates(warehouse: str, truth_csv: str | Path, run_id: str, *, benc
     import hashlib
 
     from epm_spark.io import delta
-    from epm_spark.io.delta import read_pandas
+    from epm_spark.io.schemas import LABELLED_PAIRS
 
     truth = pd.read_csv(truth_csv, dtype={"product_id": str})
     if not {"source", "product_id", "product_key", "family"} <= set(truth.columns):
         raise InputError(f"{truth_csv} needs the columns source, product_id, product_key, family")
     key = _key(truth)
     family = {(s, i): f for s, i, f in zip(truth["source"], truth["product_id"], truth["family"])}
-    existing = read_pandas(warehouse, "labelled_pairs", filters=[("benchmark", "=", benchmark)])
-    candidates = read_pandas(warehouse, "candidates", columns=["left_source", "left_id", "right_source", "right_id"],
-                             filters=[("run_id", "=", run_id)])
+    existing = delta.read_pandas(warehouse, "labelled_pairs", filters=[("benchmark", "=", benchmark)])
+    candidates = delta.read_pandas(warehouse, "candidates",
+                                   columns=["left_source", "left_id", "right_source", "right_id"],
+                                   filters=[("run_id", "=", run_id)])
     if candidates.empty:
         raise InputError(f"candidates holds no pairs for run {run_id!r}; run `epm-spark block` first")
     split_of = {family.get((s, str(i))): split for s, i, split in
@@ -130,16 +131,18 @@ def label_candidates(warehouse: str, truth_csv: str | Path, run_id: str, *, benc
                    existing["right_source"], existing["right_id"].astype(str)))
     rows = []
     for ls, li, rs, ri in candidates.itertuples(index=False):
-        a, b = (ls, str(li)), (rs, str(ri))
-        if a == b or a not in key or b not in key or (ls, str(li), rs, str(ri)) in seen:
+        pair = (ls, str(li), rs, str(ri))
+        a, b = pair[:2], pair[2:]
+        if a == b or a not in key or b not in key or pair in seen:
             continue
-        seen.add((ls, str(li), rs, str(ri)))
+        seen.add(pair)
         same = key[a] == key[b]
-        rows.append((benchmark, str(li), str(ri), ls, rs, int(same), split_for(family[a]), key[a], key[b], not same))
-    added = pd.DataFrame(rows, columns=["benchmark", "left_id", "right_id", "left_source", "right_source", "label",
-                                        "split", "left_cluster_id", "right_cluster_id", "is_hard_negative"])
-    if added.empty:
+        rows.append({"benchmark": benchmark, "left_source": ls, "left_id": a[1], "right_source": rs,
+                     "right_id": b[1], "label": int(same), "split": split_for(family[a]),
+                     "left_cluster_id": key[a], "right_cluster_id": key[b], "is_hard_negative": not same})
+    if not rows:
         return 0
+    added = pd.DataFrame(rows).reindex(columns=LABELLED_PAIRS.columns)
     frames = [f for f in (existing, added) if not f.empty]
     delta.write_pandas(warehouse, "labelled_pairs", pd.concat(frames, ignore_index=True), "replace",
                        partition={"benchmark": benchmark}, job="label-candidates")

@@ -64,7 +64,7 @@ _PREFIX_UNITS = frozenset({"eu", "us", "uk", "size", "gr", "taille"})
 
 def _measures(title: Any) -> dict[str, frozenset[float]]:
     """unit -> the numbers a title gives it: "55in", "55 inch", "4-port", "EU 43"."""
-    text = _BY.sub(" x ", str(title or "").lower().replace("\'\'", '"'))
+    text = _BY.sub(" x ", str(title or "").lower().replace("''", '"'))
     tokens = [t for t in _TOKEN_SPLIT.split(text) if t]
     found: dict[str, set[float]] = {}
 
