@@ -107,6 +107,10 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
     if query_version != version:
         raise InputError(f"embeddings of {source!r} come from {version}, the query encoder is {query_version}; "
                          f"pass --encoder with the model that embedded the catalog, or re-run `epm-spark embed`")
+    if card.similarity_encoder and card.similarity_encoder != version:
+        raise InputError(f"ranker {model} reads the retrieval similarity of {card.similarity_encoder}, but the "
+                         f"embeddings of {source!r} come from {version}; embed the catalog with that encoder "
+                         f"or train the ranker with this one")
     vectors = emb.select("product_id", "content_hash", "embedding")
     _, built, _ = index_shards(spark, settings, vectors, version, source)
 
@@ -144,7 +148,7 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
                 limit_threads()
                 ranker = _ranker(folder, task_device(ranker_device))
             scores = ranker.score(pdf["query"].tolist(), product_texts(pdf, ranker.card.with_price),
-                                  batch_size=batch_size)
+                                  pdf["similarity"].to_numpy(), batch_size=batch_size)
             yield pd.DataFrame({"query": pdf["query"].to_numpy(), "product_id": pdf["product_id"].to_numpy(),
                                 "similarity": pdf["similarity"].to_numpy(), **{c: scores[c].to_numpy()
                                 for c in ("p_click", "p_cart", "p_purchase", "score")}})
