@@ -55,9 +55,9 @@ class RankerSettings:
     # The default budget: training pairs come from at most this many training queries (all their
     # impressed listings); about 14 pairs per query.
     max_train_queries: int = 2000
-    epochs: float = 1.5
+    epochs: float = 3.0
     batch_size: int = 32
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
