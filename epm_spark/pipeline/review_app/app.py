@@ -149,11 +149,11 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
         try:
             store.record(reviewer, [ref], choice, note)
         except AlreadyDecided as exc:
-            leases.release(ref.key)
+            leases.finish(ref.key)
             return _message(str(exc), 409, link=("pairs", "Next pair"))
         except VerdictRefused as exc:
             return _pairs_page(store, leases, reviewer, error=str(exc), note=note, status=400)
-        leases.release(ref.key)
+        leases.finish(ref.key)
         flash(f"Recorded {choice.replace('_', ' ')} for {ref.left_id} vs {ref.right_id} as {reviewer}.", "ok")
         return redirect(url_for("pairs"), 303)
 
@@ -358,6 +358,9 @@ def _record_many(store: ReviewStore, leases: LeaseBook, reviewer: str, refs: lis
             leases.claim(reviewer, ref.key)
             claimed.append(ref.key)
         store.record(reviewer, todo, NO_MATCH, note)
+        for key in claimed:
+            leases.finish(key)
+        claimed.clear()
     except LeaseConflict as exc:
         return _message(str(exc), 409, link=(back, "Back"))
     except VerdictRefused as exc:

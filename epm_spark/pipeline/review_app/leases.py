@@ -43,10 +43,13 @@ class LeaseBook:
         self._lock = threading.Lock()
         self._leases: dict[Hashable, Lease] = {}
         self._skipped: dict[str, dict[Hashable, float]] = {}
+        self._done: dict[Hashable, float] = {}
 
     def _purge(self, now: float) -> None:
         for key in [k for k, lease in self._leases.items() if lease.expires <= now]:
             del self._leases[key]
+        for key in [k for k, until in self._done.items() if until <= now]:
+            del self._done[key]
 
     def assign(self, reviewer: str, keys: Iterable[Hashable]) -> Hashable | None:
         """The pair ``reviewer`` should see now, leased to them: the one they already hold, else the
@@ -63,7 +66,7 @@ class LeaseBook:
             skipped = self._skipped.get(reviewer, {})
             order = sorted(range(len(keys)), key=lambda i: (keys[i] in skipped, skipped.get(keys[i], 0.0), i))
             for i in order:
-                if keys[i] not in self._leases:
+                if keys[i] not in self._leases and keys[i] not in self._done:
                     self._leases[keys[i]] = Lease(reviewer, now + self.seconds)
                     return keys[i]
             return None
@@ -82,6 +85,13 @@ class LeaseBook:
     def release(self, key: Hashable) -> None:
         with self._lock:
             self._leases.pop(key, None)
+
+    def finish(self, key: Hashable) -> None:
+        """``key`` was decided: it is given to nobody for a lease's length. A queue read just before the
+        verdict's commit still lists it; this keeps such a stale list from handing it out again."""
+        with self._lock:
+            self._leases.pop(key, None)
+            self._done[key] = self.clock() + self.seconds
 
     def skip(self, reviewer: str, key: Hashable) -> None:
         """``reviewer`` passes on ``key``: it is freed, and comes back to them only after the rest."""
