@@ -190,6 +190,8 @@ def test_posts_without_the_session_token_are_refused_and_write_nothing(night):
         ("/clusters/split", {"source": "ours", "run_id": "n1", "cluster_id": "C1", "product_id": "l11", "note": "x"}),
         ("/prices/reject", {"our_source": "ours", "our_id": "l7", "competitor_source": "competitor_a",
                             "competitor_id": "r7", "note": "x"}),
+        ("/login", {"reviewer": "mallory"}),
+        ("/logout", {}),
     ]
     for path, data in attempts:
         status, page = alice.post(path, data, with_token=False)
@@ -199,6 +201,7 @@ def test_posts_without_the_session_token_are_refused_and_write_nothing(night):
         assert status == 400, path
     assert version(night) == before
     assert rationale(night, "l3", "r3")["review_status"] == "pending"
+    assert 'id="reviewer">alice<' in alice.get("/pairs")[1]  # neither renamed nor signed out
 
 
 def test_a_verdict_on_a_pair_leased_to_another_reviewer_is_refused(night):

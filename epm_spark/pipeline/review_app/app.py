@@ -93,7 +93,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
 
     @app.errorhandler(EpmError)
     def epm_error(exc: EpmError):
-        status = 503 if isinstance(exc, ConcurrentWriteError) else 500
+        status = 503 if isinstance(exc, ConcurrentWriteError) else 400 if isinstance(exc, VerdictRefused) else 500
         return _message(str(exc), status)
 
     @app.get("/login")
