@@ -4,10 +4,12 @@ up, and one-line errors. The browser tests are in test_review_browser.py."""
 
 from __future__ import annotations
 
+import html
 import re
 import shutil
 import socket
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -484,3 +486,12 @@ def test_the_page_needs_a_reviewer_name(night):
     response = client.post("/login", data={"csrf": token(login), "reviewer": "<b>x</b>"})
     assert response.status_code == 400
     assert left_count(TestClientReviewer(create_app(night), "alice").get("/pairs")[1]) == len(QUEUE)
+
+
+def test_a_view_whose_table_is_missing_says_which_job_writes_it(night):
+    shutil.rmtree(Path(night.warehouse) / "clusters")
+    alice = TestClientReviewer(create_app(night), "alice")
+    status, page = alice.get("/clusters")
+    assert status == 200 and "table 'clusters' does not exist" in html.unescape(page) and "epm-spark dedup" in page
+    status, page = alice.get("/prices")
+    assert status == 200 and 'id="gap-l7-r7"' in page

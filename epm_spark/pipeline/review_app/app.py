@@ -159,11 +159,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
 
     @app.get("/clusters")
     def clusters():
-        try:
-            groups = _cluster_groups(store, settings.review.clusters)
-        except TableNotFoundError as exc:
-            return render_template("clusters.html", missing=str(exc), groups=[])
-        return render_template("clusters.html", groups=groups, missing=None)
+        return _table_view("clusters.html", "groups", lambda: _cluster_groups(store, settings.review.clusters))
 
     @app.post("/clusters/split")
     def split():
@@ -189,11 +185,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
 
     @app.get("/prices")
     def prices():
-        try:
-            gaps = _price_rows(store, settings.review.price_gaps)
-        except TableNotFoundError as exc:
-            return render_template("prices.html", missing=str(exc), gaps=[])
-        return render_template("prices.html", gaps=gaps, missing=None)
+        return _table_view("prices.html", "gaps", lambda: _price_rows(store, settings.review.price_gaps))
 
     @app.post("/prices/reject")
     def reject():
@@ -220,6 +212,15 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.monotoni
 
 def _message(text: str, status: int, link: tuple[str, str] | None = None):
     return render_template("message.html", text=text, link=link), status
+
+
+def _table_view(template: str, name: str, load: Callable[[], list[dict[str, Any]]]):
+    """A page listing rows of one table; a missing table is said on the page, naming the job that writes it."""
+    try:
+        rows = load()
+    except TableNotFoundError as exc:
+        return render_template(template, missing=str(exc), **{name: []})
+    return render_template(template, missing=None, **{name: rows})
 
 
 def _local(target: str | None) -> str | None:
