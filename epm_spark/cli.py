@@ -388,7 +388,7 @@ def _verb_teach(sub) -> None:
 
 
 def _verb_review(sub) -> None:
-    p = sub.add_parser("review", help="export the rationale review queue, import a person's verdicts")
+    p = sub.add_parser("review", help="review decisions in the browser, or export the queue and import verdicts")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     export = actions.add_parser("export", help="write pending rationales to a CSV or JSONL file to review")
     export.add_argument("--out", required=True, help="FILE.csv or FILE.jsonl")
@@ -398,14 +398,22 @@ def _verb_review(sub) -> None:
     imp = actions.add_parser("import", help="apply a reviewed file (verdict: accept, reject, correct)")
     imp.add_argument("--file", required=True)
     _run_id(imp)
-    for q in (export, imp):
+    serve = actions.add_parser("serve", help="the review page in the browser: pairs queue, clusters, price gaps")
+    serve.add_argument("--host", default=None,
+                       help="address to listen on (default: review.host, 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=None, help="port (default: review.port, 8765)")
+    for q in (export, imp, serve):
         _common(q)
 
     def run(args, settings: Settings) -> int:
         from epm_spark.models.matcher.jobs import export_review
         from epm_spark.pipeline.review import import_review
 
-        if args.action == "export":
+        if args.action == "serve":
+            from epm_spark.pipeline.review_app import serve as serve_page
+
+            serve_page(settings, host=args.host, port=args.port)
+        elif args.action == "export":
             path, n = export_review(settings, args.out, benchmark=args.benchmark,
                                     statuses=tuple(args.status or ("pending",)))
             print(f"review export: {n} pairs to review in {path}; fill verdict (accept, reject, correct), "
@@ -825,8 +833,9 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 # Verbs that change nothing (or only a scratch warehouse) leave no job_runs row; nightly
-# records itself and its steps.
-_UNRECORDED = {"sql", "tables", "schema", "runs", "evaluate", "review export", "nightly"}
+# records itself and its steps. The review page is a server, not a job: each verdict carries its
+# reviewer and time in rationales itself.
+_UNRECORDED = {"sql", "tables", "schema", "runs", "evaluate", "review export", "review serve", "nightly"}
 
 
 def _job_name(args: argparse.Namespace) -> str | None:

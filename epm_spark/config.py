@@ -230,6 +230,31 @@ class PriceMatchSettings:
 
 
 @dataclass
+class ReviewSettings:
+    """`epm-spark review serve`: the local review page (docs/review.md)."""
+
+    # Loopback unless told otherwise: the page has no login, only a reviewer name.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    # How long a pair shown to one reviewer is kept from the others; a reviewer who walks away
+    # frees it after this long.
+    lease_seconds: int = 300
+    # Matcher pairs of the last match run within this distance of the run's decision threshold
+    # join the queue (after the teacher/gold disagreements).
+    uncertainty_margin: float = 0.15
+    # Clusters listed per kind (largest, least certain) and undercuts listed on the price page.
+    clusters: int = 8
+    price_gaps: int = 20
+
+    def __post_init__(self) -> None:
+        _positive(self, "lease_seconds", "clusters", "price_gaps")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
+        if not 0.0 <= self.uncertainty_margin <= 1.0:
+            raise ConfigError("uncertainty_margin must be between 0 and 1")
+
+
+@dataclass
 class DemoSettings:
     """`make demo`: the catalog sizes and the budget of the small matcher it trains on first run."""
 
@@ -274,6 +299,7 @@ class Settings:
     match: MatchSettings = field(default_factory=MatchSettings)
     dedup: DedupSettings = field(default_factory=DedupSettings)
     demo: DemoSettings = field(default_factory=DemoSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
     price_match: PriceMatchSettings = field(default_factory=PriceMatchSettings)
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     search_log: SearchLogSettings = field(default_factory=SearchLogSettings)

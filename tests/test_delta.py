@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from epm_spark.errors import InputError, TableNotFoundError
+from epm_spark.errors import ConcurrentWriteError, InputError, TableNotFoundError
 from epm_spark.io import delta
 from epm_spark.io.schemas import PRODUCTS
 
@@ -142,6 +142,24 @@ def test_pandas_writes_share_the_commit_rules(warehouse):
         delta.write_pandas(warehouse, "products", products(1).drop(columns=["title"]), "overwrite")
     [row] = delta.describe_warehouse(warehouse)
     assert (row["table"], row["rows"], row["version"]) == ("products", 7, 2)
+
+
+def test_a_read_modify_write_fails_when_its_partition_changed_after_the_read(warehouse):
+    """based_on: rows another commit added to the replaced partition since the read fail the write, also
+    where that partition was empty at the read; commits to other partitions do not."""
+    delta.write_pandas(warehouse, "products", products(2), "overwrite")
+    read_at = delta.table_version(warehouse, "products")
+    delta.write_pandas(warehouse, "products", products(1, "theirs"), "replace", partition={"source": "theirs"})
+    with pytest.raises(ConcurrentWriteError, match="same rows"):
+        delta.write_pandas(warehouse, "products", products(1, "theirs", start=5), "replace",
+                           partition={"source": "theirs"}, based_on=read_at)
+    assert delta.read_pandas(warehouse, "products", filters=[("source", "=", "theirs")]).product_id.tolist() == ["0"]
+    read_at = delta.table_version(warehouse, "products")
+    delta.write_pandas(warehouse, "products", products(1, "other"), "replace", partition={"source": "other"})
+    delta.write_pandas(warehouse, "products", products(3, "theirs"), "replace", partition={"source": "theirs"},
+                       based_on=read_at)
+    assert delta.read_pandas(warehouse, "products").groupby("source").size().to_dict() == {
+        "other": 1, "ours": 2, "theirs": 3}
 
 
 def test_object_store_warehouse_paths_and_the_writer_limit(spark):

@@ -514,7 +514,11 @@ def _commit(uri: str, spec: TableSpec, staged: list[dict[str, Any]], mode: Write
     if run_id:
         metadata["epm_spark.run_id"] = run_id
     txns = [Transaction(_app_id(spec.name, job, run_id), 0, now)] if run_id else None
-    props = CommitProperties(custom_metadata=metadata, app_transactions=txns)
+    # A read-modify-write must not be rebased by delta-rs itself: its conflict check lets through rows
+    # another commit added to a partition that was empty at `based_on`, which this write then replaces
+    # without having read them (two first verdicts on one pair would both land). `_touched` decides.
+    props = CommitProperties(custom_metadata=metadata, app_transactions=txns,
+                             max_commit_retries=0 if based_on is not None else None)
     filters = [(c, "=", v[0]) if len(v) == 1 else (c, "in", list(v)) for c, v in (partition or {}).items()] or None
     delta_mode = "append" if mode == "append" else "overwrite"
     base = based_on

@@ -178,7 +178,8 @@ MATCHES = _table(
         ("right_source", pa.string(), "source of right_id"),
         ("label", pa.string(), "match or no_match"),
         ("probability", pa.float64(), "probability of match"),
-        ("decided_by", pa.string(), "floor; a cascade: teacher, cross_encoder or student; a student folder: label or explain"),
+        ("decided_by", pa.string(), "floor; a cascade: teacher, cross_encoder or student; a student folder: label or "
+                                    "explain; review: a person's verdict in rationales"),
         ("confidence", pa.float64(), "the decision's own confidence (explain mode)"),
         ("evidence", pa.map_(pa.string(), pa.string()), "per attribute: same, different, unknown"),
         ("noise_ignored", pa.list_(pa.string()), "seller noise the model discarded"),
@@ -279,7 +280,8 @@ RATIONALES = _table(
         ("review_status", pa.string(), "pending, accepted, rejected, corrected or auto_agreed"),
         ("verified_decision", pa.string(), "the decision a reviewer accepted or corrected (JSON)"),
         ("reviewer_note", pa.string(), "free text from the reviewer"),
-        ("run_id", pa.string(), "the teach run (or review import) that last changed the row"),
+        ("run_id", pa.string(), "the teach run (or review import) that last changed the row; "
+                                 "review:<reviewer> for a verdict from the review page"),
         ("updated_at", TS, "when the row last changed"),
     ],
     partition_by=("benchmark",),

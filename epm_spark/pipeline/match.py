@@ -12,6 +12,10 @@
    within ``match.uncertainty_margin`` of the threshold (or all pairs, ``--explain all``) get the
    full structured decision generated, and its label wins.
 
+4. **review**: a pair a person decided (an accepted or corrected row of ``rationales``, from the
+   review page or ``review import``) takes the person's label whatever the model said, with
+   probability 1 or 0 and ``decided_by = review``, so dedup and price-match follow it.
+
 ``match.max_explain_per_batch`` caps the explanations per batch, nearest the threshold first.
 A generation that fails the schema is retried once (by the matcher) and then recorded with
 ``format_valid = false`` and its raw text. The models run in Spark pandas UDFs, loaded once per
@@ -111,6 +115,45 @@ def _decision_columns(explanation) -> dict[str, Any]:
                 "format_valid": False, "decision_json": explanation.text}
     return {"confidence": float(d.confidence), "evidence": dict(d.evidence), "noise_ignored": list(d.noise_ignored),
             "rationale": d.rationale, "format_valid": True, "decision_json": d.to_json()}
+
+
+_SIDES = ["left_source", "left_id", "right_source", "right_id"]
+
+
+def reviewed_pairs(warehouse: str, left: str, right: str) -> pd.DataFrame:
+    """People's verdicts on pairs of ``left`` x ``right`` in this orientation (a row of either order
+    counts): the sides, ``review_label`` and ``review_decision``; the newest verdict per pair."""
+    from epm_spark.models.matcher.decision import parse_decision
+
+    columns = [*_SIDES, "review_label", "review_decision"]
+    if not delta.table_exists(warehouse, "rationales"):
+        return pd.DataFrame(columns=columns)
+    rows = delta.read_pandas(warehouse, "rationales", columns=[*_SIDES, "verified_decision", "updated_at"],
+                             filters=[("review_status", "in", ["accepted", "corrected"])])
+    rows = rows[rows["verified_decision"].notna()]
+    flipped = rows.rename(columns={"left_source": "right_source", "left_id": "right_id",
+                                   "right_source": "left_source", "right_id": "left_id"})
+    both = pd.concat([rows, flipped[rows.columns]], ignore_index=True)
+    both = both[(both["left_source"] == left) & (both["right_source"] == right)]
+    if both.empty:
+        return pd.DataFrame(columns=columns)
+    both = both.sort_values("updated_at").drop_duplicates(_SIDES, keep="last")
+    both["review_label"] = [parse_decision(d).label for d in both["verified_decision"]]
+    both = both.rename(columns={"verified_decision": "review_decision"})
+    return both[columns].astype(str).reset_index(drop=True)
+
+
+def _with_reviews(scored, reviewed):
+    """``scored`` with a person's label on every pair of ``reviewed``."""
+    from pyspark.sql import functions as F
+
+    joined = scored.join(F.broadcast(reviewed), _SIDES, "left")
+    person = F.col("review_label").isNotNull()
+    # A person is sure: probability 1 or 0 keeps dedup's and price-match's min_probability with them.
+    override = {"label": F.col("review_label"), "probability": (F.col("review_label") == "match").cast("double"),
+                "decided_by": F.lit("review"), "decision_json": F.col("review_decision")}
+    return joined.select(*[F.when(person, override[c]).otherwise(F.col(c)).alias(c) if c in override else F.col(c)
+                           for c in MATCHES.columns])
 
 
 def match(spark: SparkSession, settings: Settings, *, left: str, right: str | None = None, run_id: str,
@@ -217,6 +260,9 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
             F.lit(None).cast("string").alias("model_version"), F.lit(scored_at).alias("scored_at"),
             F.lit(run_id).alias("run_id"))
         scored = scored.unionByName(floored)
+    reviewed = reviewed_pairs(wh, left, right)
+    if not reviewed.empty:
+        scored = _with_reviews(scored, spark.createDataFrame(reviewed))
     # Persisted: the model runs once; counting and writing read the same decisions.
     decisions = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
