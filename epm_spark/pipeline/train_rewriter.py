@@ -132,8 +132,7 @@ def build_teacher(settings: Settings, kind: str | None = None):
     vocabulary = None
     if kind == "agentic":
         vocabulary = CatalogVocabulary.from_listings(catalog_listings(settings).to_dict("records"), show_progress=True)
-    return build_rewrite_teacher(kind, vocabulary=vocabulary, settings=settings.teacher,
-                                 prompt=settings.rewriter.prompt)
+    return build_rewrite_teacher(kind, vocabulary=vocabulary, settings=settings.teacher)
 
 
 @dataclass

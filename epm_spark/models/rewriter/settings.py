@@ -4,7 +4,7 @@ The SFT and RL stages take the matcher's stage dataclasses (one trainer, one set
 defaults sized for short query prompts on a 2-core CPU (``docs/rewriter.md``, "Budget")::
 
     rewriter:
-      sft: {max_steps: 120, batch_size: 8}
+      sft: {max_steps: 80, batch_size: 8}
       rl: {max_steps: 60, prompts_per_step: 4, num_generations: 4, max_completion_length: 24}
       rewards: {w_retrieval: 1.0, w_drift: 1.0, w_format: 0.2}
 """
@@ -18,11 +18,16 @@ from epm_spark.errors import ConfigError
 from epm_spark.models.matcher.settings import LoraSettings, RLSettings, SFTSettings
 
 __all__ = ["RewritePromptSettings", "RewriteRewardSettings", "RewriteInferenceSettings", "RewriteSFTSettings",
-           "RewriteRLSettings", "RewriterSettings", "REWRITE_SYSTEM"]
+           "RewriteRLSettings", "RewriterSettings", "REWRITE_SYSTEM", "TEACHER_REWRITE_SYSTEM"]
 
-# Short on purpose: every prompt token is paid by every SFT step, GRPO sample and rewrite.
-REWRITE_SYSTEM = ("Rewrite the shopper's search query in the catalog's words: fix typos, expand abbreviations, "
-                  "add brand and product type, keep model numbers and sizes, drop filler. Reply with the query only.")
+# Short on purpose: every prompt token is paid by every SFT step, GRPO sample and rewrite, and the
+# student learns the task from its examples, not from instructions.
+REWRITE_SYSTEM = "Rewrite the shop search query in catalog words. Reply with the query only."
+# The endpoint teacher learns nothing from examples: it gets the instructions.
+TEACHER_REWRITE_SYSTEM = (
+    "Rewrite the shopper's e-commerce search query the way product listings are written: fix typos, write "
+    "sizes and units one way, expand abbreviations, add the brand and the product type when they are clear, "
+    "keep every brand, model number and size of the query, drop filler words. Reply with the query only.")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -94,10 +99,10 @@ class RewriteSFTSettings(SFTSettings):
 
     lora: LoraSettings = field(default_factory=_top_layers)
     learning_rate: float = 3e-4
-    max_steps: int = 120
+    max_steps: int = 80
     batch_size: int = 8
     gradient_accumulation: int = 1
-    max_examples: int | None = 960
+    max_examples: int | None = 640
     positive_share: float | None = None
     max_length: int = 128
     logging_steps: int = 10
@@ -111,7 +116,7 @@ class RewriteRLSettings(RLSettings):
     rewrite can gain, so a group's samples score differently). ``short_decision`` does not apply."""
 
     lora: LoraSettings = field(default_factory=_top_layers)
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     max_steps: int = 60
     prompts_per_step: int = 4
     num_generations: int = 4

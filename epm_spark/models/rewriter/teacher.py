@@ -34,7 +34,7 @@ from epm_spark.models.matcher.supervision.attributes import (
     extract, looks_like_model_number, normalise_model_number, strip_noise,
 )
 from epm_spark.models.rewriter.prompt import clean_rewrite, normalise_query, rewrite_messages
-from epm_spark.models.rewriter.settings import RewritePromptSettings
+from epm_spark.models.rewriter.settings import TEACHER_REWRITE_SYSTEM, RewritePromptSettings
 from epm_spark.progress import progress
 
 __all__ = ["RewriteResult", "CatalogVocabulary", "AgenticRewriter", "EndpointRewriter", "build_rewrite_teacher",
@@ -296,13 +296,14 @@ class AgenticRewriter:
 
 
 class EndpointRewriter:
-    """A chat endpoint as rewrite teacher: the student's own prompt, the answer read by
-    :func:`clean_rewrite`; an empty answer is asked again once with the reason."""
+    """A chat endpoint as rewrite teacher: the student's prompt with the instructions spelled out
+    (:data:`TEACHER_REWRITE_SYSTEM`), the answer read by :func:`clean_rewrite`; an empty answer is
+    asked again once with the reason."""
 
     def __init__(self, endpoint: Any, *, prompt: RewritePromptSettings | None = None, format_retries: int = 1,
                  name: str | None = None):
         self.endpoint = endpoint
-        self.prompt = prompt or RewritePromptSettings()
+        self.prompt = prompt or RewritePromptSettings(system=TEACHER_REWRITE_SYSTEM)
         self.format_retries = format_retries
         self.name = name or f"endpoint:{endpoint.settings.model}"
 
@@ -336,6 +337,5 @@ def build_rewrite_teacher(kind: str, *, vocabulary: CatalogVocabulary | None = N
         endpoint_settings = settings.endpoint if settings is not None else None
         if endpoint_settings is None or not endpoint_settings.configured:
             raise ConfigError("the endpoint rewrite teacher needs teacher.endpoint.base_url and teacher.endpoint.model")
-        return EndpointRewriter(ChatEndpoint(endpoint_settings), prompt=prompt,
-                                format_retries=settings.format_retries)
+        return EndpointRewriter(ChatEndpoint(endpoint_settings), prompt=prompt, format_retries=settings.format_retries)
     raise ConfigError(f"unknown rewrite teacher {kind!r}; use agentic or endpoint")
