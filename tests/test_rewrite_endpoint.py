@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_openai import USAGE, chat_response, endpoint_settings, server  # noqa: F401
+from fake_openai import chat_response, endpoint_settings, server  # noqa: F401
 
 from epm_spark.config import Settings, from_dict
 from epm_spark.errors import ConfigError

@@ -83,17 +83,16 @@ def _rewriter(folder: str, settings, device: str):
 def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, model: str, run_id: str,
             source: str | None = None, split: str | None = None, encoder: str | None = None,
             limit: int | None = None) -> RewriteReport:
-    from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
-    from epm_spark.models.encoder.model import encoder_identity
     from epm_spark.models.rewriter.model import read_rewriter_card
-    from epm_spark.pipeline.block import checked_embeddings, index_shards, limit_threads, search_shards
-    from epm_spark.pipeline.embed import _encoder, task_device
+    from epm_spark.pipeline.block import limit_threads
+    from epm_spark.pipeline.embed import task_device
+    from epm_spark.pipeline.query_search import catalog_index, nearest_listings, query_table
 
     start = time.monotonic()
-    rw, enc, wh = settings.rewriter, settings.encoder, settings.warehouse
+    rw, wh = settings.rewriter, settings.warehouse
     source = source or rw.source
     check_partition_value("source", source)
     check_partition_value("run_id", run_id)
@@ -101,15 +100,7 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
         raise InputError(f"--limit must be > 0, got {limit}")
     card = read_rewriter_card(model)  # fails early, on the driver, for a folder that is no rewriter
     folder = str(Path(model).resolve())
-    if not delta.table_exists(wh, queries_table):
-        raise InputError(f"the warehouse has no table {queries_table!r}")
-    table = delta.read(spark, wh, queries_table, engine=settings.delta.engine)
-    if "query" not in table.columns:
-        raise InputError(f"table {queries_table!r} has no query column; its columns: {', '.join(table.columns)}")
-    if split is not None:
-        if "split" not in table.columns:
-            raise InputError(f"--split needs a split column; table {queries_table!r} has none")
-        table = table.filter(F.col("split") == split)
+    table = query_table(spark, settings, queries_table, split)
 
     def normalised(column: str):
         return F.lower(F.trim(F.regexp_replace(F.col(column), r"\s+", " ")))
@@ -120,13 +111,7 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     if limit is not None:
         queries = queries.orderBy(F.desc_nulls_last("frequency"), "query").limit(limit)
 
-    emb, version, _ = checked_embeddings(spark, settings, [source])
-    encoder_model = encoder or enc.backbone
-    query_version, _ = encoder_identity(encoder_model, enc)
-    if query_version != version:
-        raise InputError(f"embeddings of {source!r} come from {version}, the query encoder is {query_version}; "
-                         f"pass --encoder with the model that embedded the catalog, or re-run `epm-spark embed`")
-    _, built, _ = index_shards(spark, settings, emb.select("product_id", "content_hash", "embedding"), version, source)
+    built, version, encoder_model = catalog_index(spark, settings, source, encoder)
 
     inference, rewards, k = rw.inference, rw.rewards, rw.rewards.k
 
@@ -151,25 +136,9 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     searched = F.when(F.length(F.trim("candidate")) > 0, F.col("candidate")).otherwise(F.col("query"))
     texts = (candidates.select("query", F.lit("original").alias("role"), F.col("query").alias("text"))
              .unionByName(candidates.select("query", F.lit("rewrite").alias("role"), searched.alias("text")))
-             .withColumn("left_id", F.concat_ws(_SEP, "role", "query"))
-             .withColumn("bucket", F.pmod(F.xxhash64("left_id"), F.lit(settings.block.query_partitions))))
-
-    def encode(batches):
-        encoder_ = None
-        for pdf in batches:
-            if encoder_ is None:
-                limit_threads()
-                encoder_ = _encoder(encoder_model, task_device(enc.device), enc)
-            pdf = pdf.copy()
-            pdf["embedding"] = list(encoder_.encode(pdf["text"].tolist(), enc.batch_size, query=True,
-                                                    show_progress=False))
-            yield pdf[["left_id", "embedding", "bucket"]]
-
-    embedded = texts.mapInPandas(encode, "left_id string, embedding array<float>, bucket long")
-    found = search_shards(spark, settings, embedded, built, k)
-    nearest = Window.partitionBy("left_id").orderBy(F.desc("similarity"), "right_id")
-    ranking = (found.withColumn("_r", F.row_number().over(nearest)).filter(F.col("_r") <= k)
-               .groupBy("left_id").agg(F.sort_array(F.collect_list(F.struct("_r", "right_id"))).alias("_top"))
+             .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
+    ranking = (nearest_listings(spark, settings, texts, built, encoder_model, k)
+               .groupBy("left_id").agg(F.sort_array(F.collect_list(F.struct("rank", "right_id"))).alias("_top"))
                .select("left_id", F.col("_top.right_id").alias("retrieved")))
     graded_schema = "query string, judged_ids array<string>, judged_grades array<int>"
     if delta.table_exists(wh, rw.judgments_table):

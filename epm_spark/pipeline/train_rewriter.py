@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,30 +210,20 @@ def newest_examples(settings: Settings, run_id: str | None = None) -> tuple[pd.D
     return frame.reset_index(drop=True), run_id
 
 
-def _versions(root: str | Path, stage: str) -> list[tuple[int, Path]]:
-    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
-    return sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
-
-
 def latest_rewriter(root: str | Path, stage: str) -> Path | None:
     """The finished ``<stage>-v<N>`` rewriter folder with the highest N under ``root``, if any."""
     from epm_spark.models.rewriter.model import is_rewriter_folder
+    from epm_spark.pipeline.train_matcher import latest_model
 
-    found = [p for _, p in _versions(root, stage) if is_rewriter_folder(p)]
-    return found[-1] if found else None
+    return latest_model(root, stage, is_rewriter_folder)
 
 
 def _folder(root: str, stage: str, out: str | None) -> Path:
-    from epm_spark.models.matcher.model_folder import next_version
+    """``out``, else the unfinished folder a killed run left (its checkpoints resume), else a new version."""
     from epm_spark.models.rewriter.model import is_rewriter_folder
+    from epm_spark.pipeline.train_matcher import unfinished_or_next
 
-    if out:
-        return Path(out)
-    found = _versions(root, stage)
-    if found and not is_rewriter_folder(found[-1][1]):
-        log.info("continuing the unfinished %s", found[-1][1])  # a killed run's checkpoints resume there
-        return found[-1][1]
-    return next_version(root, stage)
+    return Path(out) if out else unfinished_or_next(root, stage, is_rewriter_folder)
 
 
 def train_rewriter(settings: Settings, *, stage: str, init: str | None = None, out: str | None = None,

@@ -80,17 +80,9 @@ def adapter_digest(folder: Path, adapters: list[str]) -> str:
 
 def load_rewriter_model(path: str, *, device: str | torch.device = "auto", dtype: str = "auto"):
     """(model, tokenizer, card or None) for a rewriter folder, or a bare student (zero-shot)."""
-    from epm_spark.models.matcher.student.inference import load_adapted_student
-    from epm_spark.models.matcher.student.model import load_student, pick_device, resolve_student
+    from epm_spark.models.matcher.student.inference import load_student_folder
 
-    device = device if isinstance(device, torch.device) else pick_device(device)
-    if not is_rewriter_folder(path):
-        model, tokenizer = load_student(resolve_student(path), device=device, dtype=dtype)
-        return model, tokenizer, None
-    card = read_rewriter_card(path)
-    model, tokenizer = load_adapted_student(Path(path), card.base, card.adapters, card.merged, device=device,
-                                            dtype=dtype)
-    return model, tokenizer, card
+    return load_student_folder(path, is_rewriter_folder, read_rewriter_card, device=device, dtype=dtype)
 
 
 class Rewriter:

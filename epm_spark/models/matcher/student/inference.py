@@ -35,7 +35,8 @@ from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings
 from epm_spark.models.matcher.student.model import load_student, load_tokenizer, pick_device, resolve_student
 from epm_spark.progress import progress
 
-__all__ = ["Matcher", "Explanation", "load_matcher_model", "load_adapted_student", "generate_texts", "stop_ids"]
+__all__ = ["Matcher", "Explanation", "load_matcher_model", "load_adapted_student", "load_student_folder",
+           "generate_texts", "stop_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,17 @@ def load_matcher_model(path: str, *, device: str | torch.device = "auto", dtype:
     A folder's adapters are merged into the base one after the other: each was trained on
     the model with the ones before it merged in.
     """
+    return load_student_folder(path, is_model_folder, read_card, device=device, dtype=dtype)
+
+
+def load_student_folder(path: str, is_folder, read, *, device: str | torch.device = "auto", dtype: str = "auto"):
+    """(model, tokenizer, card or None): a student model folder of one task (``is_folder``, ``read``
+    its card), or a bare student (``packaged:smollm2``, a model folder), zero-shot."""
     device = device if isinstance(device, torch.device) else pick_device(device)
-    if not is_model_folder(path):
+    if not is_folder(path):
         model, tokenizer = load_student(resolve_student(path), device=device, dtype=dtype)
         return model, tokenizer, None
-    card = read_card(path)
+    card = read(path)
     model, tokenizer = load_adapted_student(Path(path), card.base, card.adapters, card.merged, device=device,
                                             dtype=dtype)
     return model, tokenizer, card

@@ -28,7 +28,7 @@ from epm_spark.models.matcher.supervision.attributes import (
     AttributeComparison, Evidence, ListingAttributes, compare, extract, strip_noise, token_weights,
 )
 from epm_spark.models.matcher.decision import (
-    ATTRIBUTES, MATCH, MAX_RATIONALE_CHARS, NO_MATCH, DecisionFormatError, MatchDecision, parse_decision,
+    ATTRIBUTES, MATCH, MAX_RATIONALE_CHARS, NO_MATCH, MatchDecision, parse_decision,
 )
 from epm_spark.models.matcher.pairs import gold_label, listing
 from epm_spark.progress import progress
