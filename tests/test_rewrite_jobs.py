@@ -80,7 +80,14 @@ def test_teach_train_rewrite_and_evaluate(spark, base, warehouse, tmp_path, caps
     cols = [c for c in rows.columns if c != "rewritten_at"]
     pd.testing.assert_frame_equal(rows[cols], again[cols])
 
+    # Bad input: one line naming the table or column; the cache keeps its rows.
     capsys.readouterr()
+    for table, says in (("nope", "the warehouse has no table 'nope'"), ("products", "table 'products' has no query column")):
+        assert main([*base, "rewrite", "--queries", table, "--run-id", "r1"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and says in err, err
+    assert len(delta.read_pandas(warehouse, "query_rewrites")) == len(rows)
+
     assert main([*base, "evaluate", "rewriting", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["systems"]) == {"original", "teacher", "distill", "rl"}
@@ -92,9 +99,11 @@ def test_teach_train_rewrite_and_evaluate(spark, base, warehouse, tmp_path, caps
 
     assert main([*base, "runs", "--json"]) == 0
     attempts = json.loads(capsys.readouterr().out)
-    jobs = {a["job"]: a for a in attempts}
+    jobs = {a["job"]: a for a in attempts if a["status"] == "succeeded"}
     assert {"teach-rewrites", "train-rewriter", "rewrite"} <= set(jobs)
-    assert all(jobs[j]["status"] == "succeeded" for j in ("teach-rewrites", "train-rewriter", "rewrite"))
+    failed = [a["error"] for a in attempts if a["status"] == "failed"]
+    assert sorted(failed) == ["table 'products' has no query column; its columns: " + ", ".join(
+        delta.read_pandas(warehouse, "products").columns), "the warehouse has no table 'nope'"]
     assert jobs["rewrite"]["rows_written"]["query_rewrites"] == len(rows)
     assert jobs["rewrite"]["model_versions"]["rewriter"].startswith("rl-v1-")
     assert set(jobs["train-rewriter"]["model_versions"]) == {"rewriter_distill", "rewriter_rl"}
