@@ -133,6 +133,12 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     candidates = (queries.mapInPandas(generate, "query string, frequency long, candidate string, drift double, "
                                                 "format_score double")
                   .persist(StorageLevel.MEMORY_AND_DISK))
+    with spark_progress(spark, "rewrite: generate"), worker_errors():
+        # Generate once, before the query and the rewrite branch both read the candidates: sibling
+        # stages would otherwise each run the LLM over the same partitions.
+        if candidates.count() == 0:
+            candidates.unpersist()
+            raise InputError(f"table {queries_table!r} holds no queries" + (f" of split {split!r}" if split else ""))
     searched = F.when(F.length(F.trim("candidate")) > 0, F.col("candidate")).otherwise(F.col("query"))
     texts = (candidates.select("query", F.lit("original").alias("role"), F.col("query").alias("text"))
              .unionByName(candidates.select("query", F.lit("rewrite").alias("role"), searched.alias("text")))
@@ -192,8 +198,6 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
             stats = result.groupBy("emitted", "reason").agg(
                 F.count(F.lit(1)).alias("n"), F.sum(F.col("ndcg_original").isNotNull().cast("int")).alias("judged"),
                 F.sum("retrieval_gain").alias("gain_sum"), F.count("retrieval_gain").alias("gain_n")).collect()
-            if not stats:
-                raise InputError(f"table {queries_table!r} holds no queries" + (f" of split {split!r}" if split else ""))
             delta.write(result, wh, "query_rewrites", "replace", partition={"run_id": run_id}, run_id=run_id,
                         job="rewrite", engine=settings.delta.engine, max_rows_per_file=settings.delta.max_rows_per_file)
             examples = [r.asDict() for r in result.filter("emitted").orderBy(F.desc("retrieval_gain"), "query")
