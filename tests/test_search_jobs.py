@@ -2,6 +2,7 @@
 rank, evaluate ranking. Tiny random models, a tiny benchmark folder, local Spark."""
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -54,6 +55,17 @@ def test_simulate_train_rank_and_evaluate(spark, base, warehouse, tmp_path, caps
     again = delta.read_pandas(warehouse, "search_scores").sort_values(["query", "rank"]).reset_index(drop=True)
     cols = [c for c in scores.columns if c != "scored_at"]
     pd.testing.assert_frame_equal(scores[cols], again[cols], check_exact=False, atol=1e-6)
+
+    # The heads read the retrieval cosine: a ranker trained under another dual-encoder is refused.
+    card = json.loads((models[0] / "ranker.json").read_text())
+    assert {card["similarity_encoder"]} == set(delta.read_pandas(warehouse, "embeddings")["model_version"])
+    other = tmp_path / "other-encoder-ranker"
+    shutil.copytree(models[0], other)
+    (other / "ranker.json").write_text(json.dumps({**card, "similarity_encoder": "another-encoder-0000"}))
+    capsys.readouterr()
+    assert main([*rank[:rank.index("--model") + 1], str(other), "--run-id", "r2"]) == 2
+    assert "reads the retrieval similarity of another-encoder-0000" in capsys.readouterr().err
+    assert not (delta.read_pandas(warehouse, "search_scores")["run_id"] == "r2").any()
 
     capsys.readouterr()
     assert main([*base, "evaluate", "ranking", "--model", str(models[0]), "--model", str(models[1]), "--json"]) == 0

@@ -125,3 +125,22 @@ def test_only_the_top_layers_train(tiny_backbone):
     assert all(torch.equal(a, b) for a, b in zip(frozen, (*model.encoder.embeddings.parameters(),
                                                         *model.encoder.encoder.layer[0].parameters())))
     assert any(not torch.equal(a, b) for a, b in zip(top, model.encoder.encoder.layer[1].parameters()))
+
+
+def test_heads_reading_the_similarity_start_at_its_logistic_fit_and_keep_it_when_saved(tiny_backbone, tmp_path):
+    pairs = pairs_frame()
+    relevant = pairs["query"].str.split().str[0] == pairs["text"].str.split().str[0]
+    pairs["similarity"] = np.where(relevant, 0.8, 0.2)
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, chain=True)
+    model = MultiTaskRanker.from_backbone(settings, similarity_encoder="tiny-encoder-1234")
+    info = fit(model, pairs, settings, max_steps=1)
+    for task, (intercept, slope) in info["similarity_start"].items():
+        assert slope > 1.0, f"the {task} head did not start from the similarity: {info['similarity_start']}"
+    queries, texts = ["sony speaker"] * 2, ["sony speaker black", "canon speaker"]
+    with pytest.raises(InputError, match="retrieval similarity"):
+        model.score(queries, texts)
+    frame = model.score(queries, texts, [0.8, 0.2])
+    assert (frame["p_click"].iloc[0] > frame["p_click"].iloc[1]) and (frame["p_purchase"] <= frame["p_cart"]).all()
+    loaded = MultiTaskRanker.load(model.save(tmp_path / "multi_task_chain-v1"), device="cpu")
+    assert loaded.card.similarity_encoder == "tiny-encoder-1234"
+    assert np.allclose(loaded.score(queries, texts, [0.8, 0.2])["p_purchase"], frame["p_purchase"], atol=1e-6)

@@ -83,13 +83,15 @@ log = logging.getLogger(__name__)
 
 WriteMode = Literal["append", "overwrite", "replace"]
 
-# What each write task reports back to the driver: one row per Parquet file it wrote.
+# What each write task reports back to the driver: one row per Parquet file it wrote, or one row
+# holding the storage error that stopped it.
 _STAGED = pa.schema([
     ("path", pa.string()),
     ("size", pa.int64()),
     ("partition_values", pa.string()),
     ("stats", pa.string()),
     ("rows", pa.int64()),
+    ("error", pa.string()),
 ])
 
 
@@ -634,10 +636,16 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
         raise InputError(f"table '{table}': rows lack columns {missing}")
 
     def write_task(batches):
+        # A full or read-only warehouse is reported as data, not raised: a failed task makes
+        # Spark cancel its siblings mid-write, and their Python workers then print tracebacks
+        # of broken sockets on the job's stderr, burying the one line that says what happened.
         writer = _FileWriter(uri, spec, write_id, max_rows_per_file, expect)
-        for batch in batches:
-            writer.add(batch)
-        staged = writer.close()
+        try:
+            for batch in batches:
+                writer.add(batch)
+            staged = writer.close()
+        except WarehouseWriteError as exc:
+            staged = [{"error": str(exc)}]
         if staged:
             yield pa.RecordBatch.from_pylist(staged, schema=_STAGED)
 
@@ -649,6 +657,9 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
         with worker_errors():
             rows = df.select(*data_columns).mapInArrow(write_task, to_spark_schema(_STAGED)).collect()
         staged = [r.asDict() for r in rows]
+        failed = [s["error"] for s in staged if s["error"]]
+        if failed:
+            raise WarehouseWriteError(failed[0])
         version = _commit_clearly(uri, spec, staged, mode, expect, run_id, job)
     except BaseException:
         removed = _delete_staged(uri, write_id)

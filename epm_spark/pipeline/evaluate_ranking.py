@@ -21,12 +21,11 @@ log = logging.getLogger(__name__)
 
 def evaluate_ranking(settings: Settings, *, models: list[str], source: str, split: str = "test",
                      events_run_id: str | None = None, encoder: str | None = None) -> dict[str, Any]:
-    from epm_spark.models.encoder.model import DualEncoder
     from epm_spark.models.search.evaluation import bi_encoder_scorer, bm25_scorer, evaluate_systems, ranker_scorer
     from epm_spark.models.search.queries import query_split
     from epm_spark.models.search.ranker import MultiTaskRanker
     from epm_spark.models.text import listing_text
-    from epm_spark.pipeline.train_ranker import read_engagement
+    from epm_spark.pipeline.train_ranker import read_engagement, retrieval_similarity
 
     start = time.monotonic()
     if split not in ("train", "valid", "test"):
@@ -40,21 +39,19 @@ def evaluate_ranking(settings: Settings, *, models: list[str], source: str, spli
     ids = products["product_id"].astype(str).tolist()
     plain = [listing_text(r) for r in products.to_dict("records")]
     systems = {"bm25": bm25_scorer(plain, ids)}
-    enc = settings.encoder
-    bi = DualEncoder.load(encoder or enc.backbone, device=enc.device, dtype=enc.dtype, pooling=enc.pooling,
-                          max_length=enc.max_length, query_instruction=enc.query_instruction, text=enc.text)
-    needed = set(held_out["product_id"])
-    rows = [r for r in products.to_dict("records") if r["product_id"] in needed]
-    systems["zero_shot_bi_encoder"] = bi_encoder_scorer(bi, dict(zip((r["product_id"] for r in rows),
-                                                                     bi.listing_texts(rows))))
+    similarity, bi_version = retrieval_similarity(settings, source, set(held_out["product_id"]), encoder)
+    systems["zero_shot_bi_encoder"] = bi_encoder_scorer(similarity)
     names = []
     for folder in models:
         model = MultiTaskRanker.load(folder, device=settings.ranker.device)
+        if model.reads_similarity and model.card.similarity_encoder != bi_version:
+            raise InputError(f"{folder} reads the similarity of {model.card.similarity_encoder}, the bi-encoder is "
+                             f"{bi_version}; pass --encoder with the model it was trained with")
         name = model.card.name
         if name in systems:
             name = f"{name}:{folder}"
         names.append(name)
-        systems[name] = ranker_scorer(model, settings.ranker.inference_batch_size)
+        systems[name] = ranker_scorer(model, settings.ranker.inference_batch_size, similarity)
     report = evaluate_systems(held_out, systems, names[0], resamples=settings.ranker.bootstrap_resamples)
     report.update(split=split, source=source, models={n: str(f) for n, f in zip(names, models)},
                   total_seconds=round(time.monotonic() - start, 1))

@@ -9,6 +9,7 @@ encoder loaded once per Python worker; the sharded index over ``embeddings`` is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from epm_spark.config import Settings
@@ -37,8 +38,10 @@ def query_table(spark: SparkSession, settings: Settings, table: str, split: str 
     return frame
 
 
-def catalog_index(spark: SparkSession, settings: Settings, source: str, encoder: str | None = None):
-    """(index shards, the catalog's encoder version, the query encoder) for searching ``source``."""
+def catalog_index(spark: SparkSession, settings: Settings, source: str, encoder: str | None = None,
+                  check: Callable[[str], None] | None = None):
+    """(index shards, the catalog's encoder version, the query encoder) for searching ``source``;
+    ``check(version)`` may refuse the catalog's encoder before the index is built."""
     from epm_spark.models.encoder.model import encoder_identity
     from epm_spark.pipeline.block import checked_embeddings, index_shards
 
@@ -48,6 +51,8 @@ def catalog_index(spark: SparkSession, settings: Settings, source: str, encoder:
     if query_version != version:
         raise InputError(f"embeddings of {source!r} come from {version}, the query encoder is {query_version}; "
                          f"pass --encoder with the model that embedded the catalog, or re-run `epm-spark embed`")
+    if check is not None:
+        check(version)
     _, built, _ = index_shards(spark, settings, emb.select("product_id", "content_hash", "embedding"), version, source)
     return built, version, encoder_model
 

@@ -91,7 +91,14 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
     table = query_table(spark, settings, queries_table, split)
     queries = (table.select(F.trim(F.col("query")).alias("query")).filter(F.length("query") > 0).distinct()
                .withColumn("left_id", F.col("query")))
-    built, version, encoder_model = catalog_index(spark, settings, source, encoder)
+
+    def same_encoder(version: str) -> None:
+        if card.similarity_encoder and card.similarity_encoder != version:
+            raise InputError(f"ranker {model} reads the retrieval similarity of {card.similarity_encoder}, but the "
+                             f"embeddings of {source!r} come from {version}; embed the catalog with that encoder "
+                             f"or train the ranker with this one")
+
+    built, version, encoder_model = catalog_index(spark, settings, source, encoder, check=same_encoder)
     candidates = (nearest_listings(spark, settings, queries.withColumn("text", F.col("query")), built, encoder_model, k)
                   .select(F.col("left_id").alias("query"), F.col("right_id").alias("product_id"), "similarity"))
     products = (delta.read(spark, wh, "products", engine=settings.delta.engine)
@@ -110,7 +117,7 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
                 limit_threads()
                 ranker = _ranker(folder, task_device(ranker_device))
             scores = ranker.score(pdf["query"].tolist(), product_texts(pdf, ranker.card.with_price),
-                                  batch_size=batch_size)
+                                  pdf["similarity"].to_numpy(), batch_size=batch_size)
             yield pd.DataFrame({"query": pdf["query"].to_numpy(), "product_id": pdf["product_id"].to_numpy(),
                                 "similarity": pdf["similarity"].to_numpy(), **{c: scores[c].to_numpy()
                                 for c in ("p_click", "p_cart", "p_purchase", "score")}})

@@ -18,7 +18,7 @@ from epm_spark.config import Settings
 from epm_spark.errors import InputError
 from epm_spark.io import delta
 
-__all__ = ["train_ranker", "read_engagement"]
+__all__ = ["train_ranker", "read_engagement", "retrieval_similarity"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,19 @@ def read_engagement(settings: Settings, source: str, events_run_id: str | None =
     if products.empty:
         raise InputError(f"products has no listings of source {source!r}")
     return with_texts(aggregate_events(events), products, settings.ranker.with_price)
+
+
+def retrieval_similarity(settings: Settings, source: str, product_ids: set[str], encoder: str | None = None):
+    """(queries, product ids) -> the cosine of the dual-encoder ``rank`` retrieves with (``encoder.backbone``,
+    or ``encoder``) over these listings of ``source``; and that encoder's model version."""
+    from epm_spark.models.search.evaluation import bi_encoder_similarity
+    from epm_spark.pipeline.embed import _encoder
+
+    enc = settings.encoder
+    bi = _encoder(encoder or enc.backbone, enc.device, enc)
+    products = delta.read_pandas(settings.warehouse, "products", filters=[("source", "=", source)])
+    rows = [r for r in products.to_dict("records") if r["product_id"] in product_ids]
+    return bi_encoder_similarity(bi, dict(zip((r["product_id"] for r in rows), bi.listing_texts(rows)))), bi.model_version
 
 
 def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: bool | None = None,
@@ -60,7 +73,11 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
     pairs = training_pairs(engagement, rs, valid_share=qs.valid_share, test_share=qs.test_share,
                            max_queries=max_queries or rs.max_train_queries)
     log.info("train-ranker: %d pairs of %d training queries", len(pairs), pairs["query"].nunique())
-    model = MultiTaskRanker.from_backbone(rs)
+    similarity_encoder = ""
+    if rs.similarity_feature:
+        similarity, similarity_encoder = retrieval_similarity(settings, source, set(pairs["product_id"]))
+        pairs = pairs.assign(similarity=similarity(pairs["query"].tolist(), pairs["product_id"].tolist()))
+    model = MultiTaskRanker.from_backbone(rs, similarity_encoder=similarity_encoder)
     info = fit(model, pairs, rs, max_steps=max_steps)
     name = variant_name(rs.tasks, rs.chain)
     folder = Path(out) if out else next_version(rs.models_dir, name)

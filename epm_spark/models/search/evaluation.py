@@ -32,7 +32,7 @@ from epm_spark.models.search.settings import TASKS
 from epm_spark.models.search.train import COUNT_COLUMNS
 
 __all__ = ["ndcg_at_k", "reciprocal_rank", "per_query_metrics", "paired_bootstrap_mean", "bm25_scorer",
-           "bi_encoder_scorer", "ranker_scorer", "evaluate_systems", "METRICS"]
+           "bi_encoder_similarity", "bi_encoder_scorer", "ranker_scorer", "evaluate_systems", "METRICS"]
 
 log = logging.getLogger(__name__)
 
@@ -110,27 +110,43 @@ def bm25_scorer(catalog_texts: Sequence[str], catalog_ids: Sequence[str]) -> Sco
     return score
 
 
-def bi_encoder_scorer(encoder, listing_texts: dict[str, str]) -> Scorer:
-    """Cosine of the dual-encoder's query and listing vectors (zero-shot: no engagement seen).
+Similarity = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
-    ``listing_texts``: product id -> the listing as the encoder renders it (its own text options)."""
 
-    def score(queries: list[str], texts: list[str], ids: list[str]) -> dict[str, np.ndarray]:
+def bi_encoder_similarity(encoder, listing_texts: dict[str, str]) -> Similarity:
+    """(queries, product ids) -> cosine of the dual-encoder's query and listing vectors, each text encoded once.
+
+    ``listing_texts``: product id -> the listing as the encoder renders it (its own text options).
+    The same number the ``rank`` job reads from the FAISS search, and the ranker's similarity feature."""
+
+    def similarity(queries: Sequence[str], ids: Sequence[str]) -> np.ndarray:
         unique_q = sorted(set(queries))
         qv = dict(zip(unique_q, encoder.encode(unique_q, show_progress=False, query=True)))
         unique_p = sorted(set(ids))
         pv = dict(zip(unique_p, encoder.encode([listing_texts[p] for p in unique_p], show_progress=False)))
-        out = np.array([float(qv[q] @ pv[p]) for q, p in zip(queries, ids)])
+        return np.array([float(qv[q] @ pv[p]) for q, p in zip(queries, ids)], dtype=np.float32)
+
+    return similarity
+
+
+def bi_encoder_scorer(similarity: Similarity) -> Scorer:
+    """The zero-shot bi-encoder: its cosine for every signal (no engagement seen)."""
+
+    def score(queries: list[str], texts: list[str], ids: list[str]) -> dict[str, np.ndarray]:
+        out = similarity(queries, ids)
         return {s: out for s in TASKS}
 
     return score
 
 
-def ranker_scorer(model, batch_size: int = 64) -> Scorer:
-    """A ranker's head per signal; a model without that head ranks by its blended score."""
+def ranker_scorer(model, batch_size: int = 64, similarity: Similarity | None = None) -> Scorer:
+    """A ranker's head per signal; a model without that head ranks by its blended score.
+
+    ``similarity``: the retrieval cosine, for a ranker whose heads read it."""
 
     def score(queries: list[str], texts: list[str], ids: list[str]) -> dict[str, np.ndarray]:
-        frame = model.score(queries, texts, batch_size=batch_size)
+        sims = similarity(queries, ids) if model.reads_similarity and similarity is not None else None
+        frame = model.score(queries, texts, sims, batch_size=batch_size)
         return {s: (frame[f"p_{s}"] if frame[f"p_{s}"].notna().all() else frame["score"]).to_numpy(dtype=float)
                 for s in TASKS}
 

@@ -7,6 +7,12 @@ states are mean-pooled into ``h``, and each task ``t`` has its own small tower:
 
     z_t = w2_t . GELU(W1_t h + b1_t) + b2_t
 
+With the retrieval similarity feature (``ranker.similarity_feature``, the default) each head
+also reads ``r``, the cosine of query and listing under the dual-encoder that retrieves the
+candidates: ``z_t = w2_t . GELU(W1_t h + b1_t) + b2_t + a_t r``. Training starts every head at a
+logistic regression of its signal on ``r`` (the bi-encoder's ranking), so the cross-encoder's
+tower learns what the cosine misses rather than relearning retrieval from a few thousand pairs.
+
 Independent heads give ``p_t = s(z_t)`` (``s`` the logistic function), each the probability
 of the signal per impression. With ``chain`` the heads follow the funnel purchase c cart c
 click (ESMM, Ma et al. 2018): ``p_click = s(z_click)``, ``p_cart = p_click s(z_cart)``,
@@ -52,6 +58,8 @@ __all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "base_entropy", "p
 log = logging.getLogger(__name__)
 
 CARD_FILE = "ranker.json"
+# heads.safetensors keys of the similarity weights a_t (the towers' keys are their own).
+_SIMILARITY = "similarity."
 CARD_FORMAT = 1
 
 
@@ -75,6 +83,8 @@ class RankerCard:
     with_price: bool
     blend: dict[str, float]
     task_weights: dict[str, float]
+    # model_version of the dual-encoder whose cosine the heads read; "" when they read none.
+    similarity_encoder: str = ""
     base_rates: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     model_version: str = ""
@@ -148,11 +158,19 @@ class MultiTaskRanker(torch.nn.Module):
             t: torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, card.tower_hidden), torch.nn.GELU(),
                                    torch.nn.Linear(card.tower_hidden, 1))
             for t in card.tasks})
+        # a_t of the module docstring; zero (and unused) without the similarity feature.
+        self.similarity_weights = torch.nn.ParameterDict({t: torch.nn.Parameter(torch.zeros(())) for t in card.tasks})
+
+    @property
+    def reads_similarity(self) -> bool:
+        return bool(self.card.similarity_encoder)
 
     # ------------------------------------------------------------------ building
 
     @classmethod
-    def from_backbone(cls, settings: RankerSettings, backbone: str | None = None) -> MultiTaskRanker:
+    def from_backbone(cls, settings: RankerSettings, backbone: str | None = None,
+                      similarity_encoder: str = "") -> MultiTaskRanker:
+        """A fresh ranker; ``similarity_encoder``: the dual-encoder version whose cosine the heads read."""
         from transformers import AutoModel, AutoTokenizer
 
         from epm_spark.models.encoder.model import resolve_backbone
@@ -170,7 +188,8 @@ class MultiTaskRanker(torch.nn.Module):
         card = RankerCard(name=variant_name(settings.tasks, settings.chain), tasks=list(settings.tasks),
                           chain=settings.chain, backbone=str(name), max_length=settings.max_length,
                           tower_hidden=settings.tower_hidden, with_price=settings.with_price,
-                          blend=dict(settings.blend), task_weights=dict(settings.task_weights))
+                          blend=dict(settings.blend), task_weights=dict(settings.task_weights),
+                          similarity_encoder=similarity_encoder)
         return cls(encoder, tokenizer, card)
 
     @classmethod
@@ -187,7 +206,10 @@ class MultiTaskRanker(torch.nn.Module):
         encoder = AutoModel.from_pretrained(folder / "encoder", use_safetensors=True, trust_remote_code=False)
         tokenizer = AutoTokenizer.from_pretrained(folder / "encoder", trust_remote_code=False)
         model = cls(encoder, tokenizer, card)
-        model.towers.load_state_dict(load_file(str(folder / "heads.safetensors")))
+        heads = load_file(str(folder / "heads.safetensors"))
+        model.towers.load_state_dict({k: v for k, v in heads.items() if not k.startswith(_SIMILARITY)})
+        model.similarity_weights.load_state_dict(
+            {k[len(_SIMILARITY):]: v for k, v in heads.items() if k.startswith(_SIMILARITY)}, strict=model.reads_similarity)
         return model.to(resolve_device(device)).eval()
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -199,8 +221,9 @@ class MultiTaskRanker(torch.nn.Module):
         tmp.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
         self.tokenizer.save_pretrained(tmp / "encoder")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.towers.state_dict().items()},
-                  str(tmp / "heads.safetensors"))
+        heads = {**self.towers.state_dict(),
+                 **{_SIMILARITY + k: v for k, v in self.similarity_weights.state_dict().items()}}
+        save_file({k: v.detach().cpu().contiguous() for k, v in heads.items()}, str(tmp / "heads.safetensors"))
         self.card.model_version = f"ranker-{final.name}"
         (tmp / CARD_FILE).write_text(json.dumps(asdict(self.card), indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if final.exists():
@@ -225,22 +248,37 @@ class MultiTaskRanker(torch.nn.Module):
         # Queries are short; a pathological long one would make "only_second" fail, so fall back.
         return all(len(q) < self.card.max_length * 2 for q in queries)
 
-    def forward(self, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, similarity: torch.Tensor | None = None, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return {t: tower(pooled).squeeze(-1) for t, tower in self.towers.items()}
+        logits = {t: tower(pooled).squeeze(-1) for t, tower in self.towers.items()}
+        if self.reads_similarity:
+            if similarity is None:
+                raise InputError(f"ranker {self.card.name} reads the retrieval similarity of "
+                                 f"{self.card.similarity_encoder}; none was given")
+            logits = {t: z.float() + self.similarity_weights[t] * similarity.float() for t, z in logits.items()}
+        return logits
 
     def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {t: lp.exp() for t, lp in _log_probabilities(logits, self.card.chain).items()}
 
     @torch.inference_mode()
-    def score(self, queries: Sequence[str], texts: Sequence[str], *, batch_size: int = 64) -> pd.DataFrame:
-        """``p_click, p_cart, p_purchase`` (NaN for a task the model has no head for) and the blended ``score``."""
+    def score(self, queries: Sequence[str], texts: Sequence[str], similarity: Sequence[float] | None = None, *,
+              batch_size: int = 64) -> pd.DataFrame:
+        """``p_click, p_cart, p_purchase`` (NaN for a task the model has no head for) and the blended ``score``.
+
+        ``similarity``: each pair's retrieval cosine, required when the card names a similarity encoder."""
         self.eval()
         n = len(queries)
         if n != len(texts):
             raise InputError(f"{n} queries for {len(texts)} listings")
+        sims = None
+        if self.reads_similarity:
+            if similarity is None or len(similarity) != n:
+                raise InputError(f"ranker {self.card.name} needs the retrieval similarity of each pair "
+                                 f"(dual-encoder {self.card.similarity_encoder})")
+            sims = torch.tensor(np.asarray(similarity, dtype=np.float32))
         out = {t: np.full(n, np.nan) for t in TASKS}
         autocast = bf16_available(self.device)
         # Similar lengths batch together: less padding, the same answers.
@@ -248,6 +286,8 @@ class MultiTaskRanker(torch.nn.Module):
         for s in range(0, n, batch_size):
             idx = order[s:s + batch_size]
             batch = self.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
+            if sims is not None:
+                batch["similarity"] = sims[torch.as_tensor(idx)].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = self(**batch)
             for t, p in self.probabilities(logits).items():

@@ -48,12 +48,16 @@ class RankerSettings:
     train_layers: int = 3
     # Listing text: the title and brand, and the price (the purchase head can learn price sensitivity).
     with_price: bool = True
+    # The retrieval similarity as a feature: the cosine s of the dual-encoder that retrieves the
+    # candidates (encoder.backbone) enters every head, z_t = tower_t(h) + a_t s, and each head starts
+    # as a logistic regression on s. The cross-encoder then learns what the cosine misses.
+    similarity_feature: bool = True
     # The default budget: training pairs come from at most this many training queries (all their
     # impressed listings); about 14 pairs per query.
-    max_train_queries: int = 200
-    epochs: float = 1.5
+    max_train_queries: int = 2000
+    epochs: float = 3.0
     batch_size: int = 32
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01

@@ -81,6 +81,34 @@ def _start_at_base_rates(model: MultiTaskRanker, rates: dict[str, float]) -> Non
             tower[-1].bias.fill_(math.log(q / (1 - q)))
 
 
+def _conditional_counts(pairs: pd.DataFrame, task: str, chain: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(trials, events) of a head: impressions and its events, or under the chain the previous step's events."""
+    previous = {"click": "impressions", "cart": "clicks", "purchase": "carts"}[task] if chain else "impressions"
+    return pairs[previous].to_numpy(dtype=float), pairs[COUNT_COLUMNS[task]].to_numpy(dtype=float)
+
+
+def _start_at_similarity(model: MultiTaskRanker, pairs: pd.DataFrame) -> dict[str, list[float]]:
+    """Each head starts as a binomial logistic regression of its signal on the retrieval similarity:
+    its output bias the intercept, ``a_t`` the slope. Returns (intercept, slope) per task."""
+    from sklearn.linear_model import LogisticRegression
+
+    r = pairs["similarity"].to_numpy(dtype=float)
+    fitted = {}
+    for t, tower in model.towers.items():
+        trials, events = _conditional_counts(pairs, t, model.card.chain)
+        x = np.concatenate([r, r]).reshape(-1, 1)
+        y = np.concatenate([np.ones(len(r)), np.zeros(len(r))])
+        weight = np.concatenate([events, trials - events])
+        keep = weight > 0
+        lr = LogisticRegression(C=1e4).fit(x[keep], y[keep], sample_weight=weight[keep])
+        intercept, slope = float(lr.intercept_[0]), float(lr.coef_[0, 0])
+        with torch.no_grad():
+            tower[-1].bias.fill_(intercept)
+            model.similarity_weights[t].fill_(slope)
+        fitted[t] = [round(intercept, 4), round(slope, 4)]
+    return fitted
+
+
 def freeze_lower_layers(model: MultiTaskRanker, train_layers: int) -> int:
     """Freeze the embeddings and all but the top ``train_layers`` layers; returns the layers left trainable."""
     layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
@@ -96,7 +124,12 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
         max_steps: int | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records."""
     tasks = model.card.tasks
-    missing = {"query", "text", "impressions", *(COUNT_COLUMNS[t] for t in tasks)} - set(pairs.columns)
+    needed = {"query", "text", "impressions", *(COUNT_COLUMNS[t] for t in tasks)}
+    if model.card.chain:
+        needed |= set(COUNT_COLUMNS.values())
+    if model.reads_similarity:
+        needed.add("similarity")
+    missing = needed - set(pairs.columns)
     if missing:
         raise InputError(f"training pairs lack columns {sorted(missing)}")
     if pairs.empty:
@@ -108,14 +141,17 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             raise InputError(f"the training pairs hold no {t} events; the {t} head cannot learn")
     entropies = {t: base_entropy(r) for t, r in rates.items()}
     model.card.base_rates = {t: round(r, 6) for t, r in rates.items()}
-    _start_at_base_rates(model, rates)
+    start_heads = _start_at_similarity(model, pairs) if model.reads_similarity else None
+    if start_heads is None:
+        _start_at_base_rates(model, rates)
     device = model.device
     trainable_layers = freeze_lower_layers(model, settings.train_layers)
     model.train()
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([
         {"params": encoder_params, "lr": settings.learning_rate},
-        {"params": list(model.towers.parameters()), "lr": settings.head_learning_rate},
+        {"params": [*model.towers.parameters(), *model.similarity_weights.parameters()],
+         "lr": settings.head_learning_rate},
     ], weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(pairs) / settings.batch_size)
     steps = max(1, int(round(per_epoch * settings.epochs)))
@@ -131,6 +167,7 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     texts = pairs["text"].tolist()
     n = torch.tensor(pairs["impressions"].to_numpy(), dtype=torch.float32)
     counts = {t: torch.tensor(pairs[COUNT_COLUMNS[t]].to_numpy(), dtype=torch.float32) for t in tasks}
+    sims = (torch.tensor(pairs["similarity"].to_numpy(), dtype=torch.float32) if model.reads_similarity else None)
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     start = time.monotonic()
@@ -141,6 +178,8 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             order = np.concatenate([order, rng.permutation(len(pairs))])
         idx, order = order[:settings.batch_size], order[settings.batch_size:]
         batch = model.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
+        if sims is not None:
+            batch["similarity"] = sims[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(**batch)
         loss, parts = multitask_loss(logits, n[idx].to(device), {t: c[idx].to(device) for t, c in counts.items()},
@@ -164,4 +203,5 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             "steps": steps, "epochs": round(steps / per_epoch, 2), "trainable_layers": trainable_layers, "batch_size": settings.batch_size,
             "bf16": autocast, "loss_history": history, "seconds": round(seconds, 1),
             "pairs_per_s": round(steps * settings.batch_size / seconds, 1) if seconds else None,
-            "events": {COUNT_COLUMNS[t]: int(pairs[COUNT_COLUMNS[t]].sum()) for t in tasks}}
+            "events": {COUNT_COLUMNS[t]: int(pairs[COUNT_COLUMNS[t]].sum()) for t in tasks},
+            "similarity_start": start_heads}
