@@ -4,8 +4,8 @@ The SFT and RL stages take the matcher's stage dataclasses (one trainer, one set
 defaults sized for short query prompts on a 2-core CPU (``docs/rewriter.md``, "Budget")::
 
     rewriter:
-      sft: {max_steps: 80, batch_size: 8}
-      rl: {max_steps: 60, prompts_per_step: 4, num_generations: 4, max_completion_length: 24}
+      sft: {max_steps: 240, batch_size: 8}
+      rl: {max_steps: 120, prompts_per_step: 4, num_generations: 4, max_completion_length: 24}
       rewards: {w_retrieval: 1.0, w_drift: 1.0, w_format: 0.2}
 """
 
@@ -99,10 +99,10 @@ class RewriteSFTSettings(SFTSettings):
 
     lora: LoraSettings = field(default_factory=_top_layers)
     learning_rate: float = 3e-4
-    max_steps: int = 80
+    max_steps: int = 240
     batch_size: int = 8
     gradient_accumulation: int = 1
-    max_examples: int | None = 640
+    max_examples: int | None = None
     positive_share: float | None = None
     max_length: int = 128
     logging_steps: int = 10
@@ -117,7 +117,7 @@ class RewriteRLSettings(RLSettings):
 
     lora: LoraSettings = field(default_factory=_top_layers)
     learning_rate: float = 1e-4
-    max_steps: int = 60
+    max_steps: int = 120
     prompts_per_step: int = 4
     num_generations: int = 4
     max_completion_length: int = 24
