@@ -659,6 +659,98 @@ def _verb_rank(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_teach_rewrites(sub) -> None:
+    p = sub.add_parser("teach-rewrites", help="rewrite a table's queries with the teacher into rewrite_examples")
+    p.add_argument("--queries", default=None, metavar="TABLE",
+                   help="warehouse table with a query column (default: rewriter.queries_table, search_queries)")
+    p.add_argument("--split", default=None, help="only queries of this split (train, valid, test)")
+    p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: rewriter.teacher")
+    p.add_argument("--limit", type=int, default=None, help="the N most frequent queries only")
+    p.add_argument("--json", action="store_true")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.train_rewriter import teach_rewrites
+
+        report = teach_rewrites(settings, run_id=args.run_id or default_run_id(), queries_table=args.queries,
+                                split=args.split, limit=args.limit, teacher=args.teacher)
+        _print_report(report, args.json)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_train_rewriter(sub) -> None:
+    p = sub.add_parser("train-rewriter", help="train the query rewriter: distill the teacher (LoRA SFT), then RL (GRPO)")
+    p.add_argument("--stage", choices=["distill", "rl", "all"], required=True,
+                   help="distill: SFT on rewrite_examples; rl: GRPO from the newest distill model; all: both")
+    p.add_argument("--init", default=None,
+                   help="distill: a rewriter folder to continue; rl: the distilled folder (default: the newest)")
+    p.add_argument("--out", default=None, help="model folder (default: rewriter.models_dir/<stage>-v<N>)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (a small budget)")
+    p.add_argument("--max-examples", type=int, default=None,
+                   help="distill: teacher rewrites at most; rl: training queries to draw prompts from")
+    p.add_argument("--examples-run-id", default=None, help="teach-rewrites run to distill (default: the newest)")
+    p.add_argument("--encoder", default=None, help="dual-encoder of the retrieval judge (default: encoder.backbone)")
+    p.add_argument("--json", action="store_true", help="print the model cards as JSON")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from dataclasses import asdict
+
+        from epm_spark.pipeline.train_rewriter import train_rewriter
+
+        done = train_rewriter(settings, stage=args.stage, init=args.init, out=args.out, max_steps=args.max_steps,
+                              max_examples=args.max_examples, examples_run_id=args.examples_run_id,
+                              encoder=args.encoder)
+        for card, _ in done:
+            _observe(card)
+        if args.json:
+            _print_json([{"folder": str(folder), **asdict(card)} for card, folder in done])
+            return 0
+        for card, folder in done:
+            t, m = card.training, card.metrics
+            trend = (f"loss {m['loss_history'][0]} -> {m['loss_history'][-1]}" if m.get("loss_history") else
+                     f"reward {m.get('reward_first_10')} -> {m.get('reward_last_10')}")
+            print(f"train-rewriter {card.stage}: {folder} ({card.model_version}; {t['steps']} steps, "
+                  f"{m['train_seconds']} s; {trend})")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+def _verb_rewrite(sub) -> None:
+    p = sub.add_parser("rewrite", help="rewrite a table's queries into the query_rewrites cache (never worse)")
+    p.add_argument("--queries", required=True, metavar="TABLE",
+                   help="warehouse table with a query column (and frequency), e.g. search_queries")
+    p.add_argument("--model", default=None,
+                   help="rewriter folder (default: the newest rl-v<N>, else distill-v<N>, in rewriter.models_dir)")
+    p.add_argument("--source", default=None, help="products source searched (default: rewriter.source)")
+    p.add_argument("--split", default=None, help="only queries of this split (tables with a split column)")
+    p.add_argument("--limit", type=int, default=None, help="the N most frequent queries only (head and torso)")
+    p.add_argument("--encoder", default=None, help="dual-encoder of the embeddings (default: encoder.backbone)")
+    _run_id(p)
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.rewrite import rewrite
+        from epm_spark.pipeline.train_rewriter import latest_rewriter
+
+        model = args.model or latest_rewriter(settings.rewriter.models_dir, "rl") or \
+            latest_rewriter(settings.rewriter.models_dir, "distill")
+        if model is None:
+            raise InputError(f"no rewriter under {settings.rewriter.models_dir}; train one (train-rewriter) or "
+                             "give --model")
+        report = rewrite(_spark(settings), settings, queries_table=args.queries, model=str(model),
+                         run_id=args.run_id or default_run_id(), source=args.source, split=args.split,
+                         encoder=args.encoder, limit=args.limit)
+        _show(report)
+        return 0
+
+    p.set_defaults(func=run)
+
+
 VERBS: list[Callable[[Any], None]] = [
     _verb_generate,
     _verb_ingest,
@@ -682,6 +774,9 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_ingest_events,
     _verb_train_ranker,
     _verb_rank,
+    _verb_teach_rewrites,
+    _verb_train_rewriter,
+    _verb_rewrite,
 ]
 
 # `evaluate` groups one sub-verb per thing measured (retrieval, blocking, matching, pipeline).
@@ -800,6 +895,34 @@ def _evaluate_ranking(evaluations) -> None:
 
 
 EVALUATIONS.append(_evaluate_ranking)
+
+
+def _evaluate_rewriting(evaluations) -> None:
+    p = evaluations.add_parser("rewriting",
+                               help="NDCG@10, recall@10, drift of original, teacher, distilled and RL rewrites")
+    p.add_argument("--distill", default=None, metavar="DIR", help="distilled rewriter (default: the newest)")
+    p.add_argument("--rl", default=None, metavar="DIR", help="RL rewriter (default: the newest)")
+    p.add_argument("--split", default="test", help="query split to evaluate (default: test)")
+    p.add_argument("--limit", type=int, default=None, help="a random sample of N held-out queries")
+    p.add_argument("--encoder", default=None, help="dual-encoder of the retrieval judge (default: encoder.backbone)")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from epm_spark.pipeline.evaluate_rewriting import evaluate_rewriting, format_rewriting
+
+        report = evaluate_rewriting(settings, distill=args.distill, rl=args.rl, split=args.split, limit=args.limit,
+                                    encoder=args.encoder)
+        if args.json:
+            _print_json(report)
+        else:
+            print(format_rewriting(report))
+        return 0
+
+    p.set_defaults(func=run)
+
+
+EVALUATIONS.append(_evaluate_rewriting)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ from epm_spark.models.matcher.settings import MatcherSettings
 from epm_spark.models.matcher.supervision.settings import JudgeSettings, RewardSettings, TeacherSettings
 from epm_spark.models.index import IndexSettings
 from epm_spark.models.encoder.config import EncoderSettings
+from epm_spark.models.rewriter.settings import RewriterSettings
 from epm_spark.models.search.settings import RankerSettings, SearchLogSettings
 
 __all__ = [
@@ -304,6 +305,7 @@ class Settings:
     encoder: EncoderSettings = field(default_factory=EncoderSettings)
     search_log: SearchLogSettings = field(default_factory=SearchLogSettings)
     ranker: RankerSettings = field(default_factory=RankerSettings)
+    rewriter: RewriterSettings = field(default_factory=RewriterSettings)
 
 
 def _positive(obj: Any, *names: str) -> None:

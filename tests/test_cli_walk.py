@@ -29,6 +29,8 @@ ELSEWHERE = {
     "evaluate matching": "test_matcher_cascade.py",
     "generate-search-log": "test_search_jobs.py", "ingest-events": "test_search_jobs.py",
     "train-ranker": "test_search_jobs.py", "rank": "test_search_jobs.py", "evaluate ranking": "test_search_jobs.py",
+    "teach-rewrites": "test_rewrite_jobs.py", "train-rewriter": "test_rewrite_jobs.py", "rewrite": "test_rewrite_jobs.py",
+    "evaluate rewriting": "test_rewrite_jobs.py",
 }
 # Run below.
 HERE = {"load-benchmark", "schema", "embed", "block", "match", "dedup", "price-match", "runs",

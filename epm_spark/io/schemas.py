@@ -33,6 +33,8 @@ __all__ = [
     "SEARCH_QUERIES",
     "QUERY_JUDGMENTS",
     "SEARCH_SCORES",
+    "REWRITE_EXAMPLES",
+    "QUERY_REWRITES",
     "JOB_RUNS",
     "JOB_STATUSES",
     "spec",
@@ -411,6 +413,54 @@ SEARCH_SCORES = _table(
     description="Ranker scores of each query's k retrieved candidates.",
 )
 
+REWRITE_EXAMPLES = _table(
+    "rewrite_examples",
+    [
+        ("query", pa.string(), "the query as typed (lower case, single spaces)"),
+        ("rewrite", pa.string(), "the teacher's rewrite; null when it gave none"),
+        ("teacher", pa.string(), "agentic, or endpoint:<model>"),
+        ("split", pa.string(), "train, valid or test (a hash of the query: stable across runs)"),
+        ("frequency", pa.int64(), "sessions with this query, where the queries table says"),
+        ("steps", pa.list_(pa.string()), "the agentic teacher's steps that changed the query"),
+        ("failure_reason", pa.string(), "why the teacher gave no rewrite (request or format failure)"),
+        ("prompt_tokens", pa.int64(), "prompt tokens billed for this query (endpoint teachers)"),
+        ("completion_tokens", pa.int64(), "completion tokens billed for this query (endpoint teachers)"),
+        ("created_at", TS, "when the teacher wrote it"),
+        ("run_id", pa.string(), "the teach-rewrites run"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "teacher", "query"),
+    required=("query", "teacher", "split", "run_id"),
+    description="Teacher rewrites of queries, what train-rewriter distills; each run replaces its own partition.",
+)
+
+QUERY_REWRITES = _table(
+    "query_rewrites",
+    [
+        ("query", pa.string(), "the query as typed (lower case, single spaces)"),
+        ("rewrite", pa.string(), "what search should run: the student's rewrite when emitted, else the query"),
+        ("candidate", pa.string(), "the student's rewrite, emitted or not"),
+        ("emitted", pa.bool_(), "the rewrite passed the retrieval judge and the drift check"),
+        ("reason", pa.string(), "why a candidate was not emitted: worse, drift, empty, unchanged or unjudged"),
+        ("frequency", pa.int64(), "sessions with this query, where the queries table says"),
+        ("ndcg_original", pa.float64(), "NDCG@10 of the query's graded listings when the query searches"),
+        ("ndcg_rewrite", pa.float64(), "NDCG@10 when the candidate searches"),
+        ("retrieval_gain", pa.float64(), "ndcg_rewrite - ndcg_original (null: the query has no graded listings)"),
+        ("drift", pa.float64(), "share of the query's brands, model numbers, sizes the candidate lost"),
+        ("format_score", pa.float64(), "format and length credit of the candidate, 0 to 1"),
+        ("reward", pa.float64(), "the candidate's weighted reward (rewriter.rewards weights)"),
+        ("model_version", pa.string(), "the rewriter"),
+        ("encoder_version", pa.string(), "the dual-encoder of the retrieval judge"),
+        ("source", pa.string(), "the catalog searched"),
+        ("rewritten_at", TS, "when the query was rewritten"),
+        ("run_id", pa.string(), "the rewrite run"),
+    ],
+    partition_by=("run_id",),
+    key=("run_id", "query"),
+    required=("query", "rewrite", "emitted", "model_version", "run_id"),
+    description="The rewrite cache: one row per query, the rewrite to search with (or the query kept).",
+)
+
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
@@ -430,6 +480,8 @@ TABLES: dict[str, TableSpec] = {
         SEARCH_QUERIES,
         QUERY_JUDGMENTS,
         SEARCH_SCORES,
+        REWRITE_EXAMPLES,
+        QUERY_REWRITES,
         JOB_RUNS,
     )
 }

@@ -75,10 +75,10 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
-    from epm_spark.models.encoder.model import encoder_identity
     from epm_spark.models.search.ranker import read_card
-    from epm_spark.pipeline.block import checked_embeddings, index_shards, limit_threads, search_shards
-    from epm_spark.pipeline.embed import _encoder, task_device
+    from epm_spark.pipeline.block import limit_threads
+    from epm_spark.pipeline.embed import task_device
+    from epm_spark.pipeline.query_search import catalog_index, nearest_listings, query_table
 
     start = time.monotonic()
     if k <= 0:
@@ -87,50 +87,19 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
     check_partition_value("run_id", run_id)
     card = read_card(model)  # fails early, on the driver, for a folder that is no ranker
     folder = str(Path(model).resolve())
-    wh, enc = settings.warehouse, settings.encoder
-    if not delta.table_exists(wh, queries_table):
-        raise InputError(f"the warehouse has no table {queries_table!r}")
-    table = delta.read(spark, wh, queries_table, engine=settings.delta.engine)
-    if "query" not in table.columns:
-        raise InputError(f"table {queries_table!r} has no query column; its columns: {', '.join(table.columns)}")
-    if split is not None:
-        if "split" not in table.columns:
-            raise InputError(f"--split needs a split column; table {queries_table!r} has none")
-        table = table.filter(F.col("split") == split)
+    wh = settings.warehouse
+    table = query_table(spark, settings, queries_table, split)
     queries = (table.select(F.trim(F.col("query")).alias("query")).filter(F.length("query") > 0).distinct()
-               .withColumn("left_id", F.col("query"))
-               .withColumn("bucket", F.pmod(F.xxhash64("query"), F.lit(settings.block.query_partitions))))
+               .withColumn("left_id", F.col("query")))
 
-    emb, version, _ = checked_embeddings(spark, settings, [source])
-    encoder_model = encoder or enc.backbone
-    query_version, _ = encoder_identity(encoder_model, enc)
-    if query_version != version:
-        raise InputError(f"embeddings of {source!r} come from {version}, the query encoder is {query_version}; "
-                         f"pass --encoder with the model that embedded the catalog, or re-run `epm-spark embed`")
-    if card.similarity_encoder and card.similarity_encoder != version:
-        raise InputError(f"ranker {model} reads the retrieval similarity of {card.similarity_encoder}, but the "
-                         f"embeddings of {source!r} come from {version}; embed the catalog with that encoder "
-                         f"or train the ranker with this one")
-    vectors = emb.select("product_id", "content_hash", "embedding")
-    _, built, _ = index_shards(spark, settings, vectors, version, source)
+    def same_encoder(version: str) -> None:
+        if card.similarity_encoder and card.similarity_encoder != version:
+            raise InputError(f"ranker {model} reads the retrieval similarity of {card.similarity_encoder}, but the "
+                             f"embeddings of {source!r} come from {version}; embed the catalog with that encoder "
+                             f"or train the ranker with this one")
 
-    device_pref = enc.device
-
-    def encode(batches):
-        encoder_ = None
-        for pdf in batches:
-            if encoder_ is None:
-                limit_threads()
-                encoder_ = _encoder(encoder_model, task_device(device_pref), enc)
-            pdf = pdf.copy()
-            pdf["embedding"] = list(encoder_.encode(pdf["query"].tolist(), enc.batch_size, query=True,
-                                                    show_progress=False))
-            yield pdf[["left_id", "embedding", "bucket"]]
-
-    embedded = queries.mapInPandas(encode, "left_id string, embedding array<float>, bucket long")
-    found = search_shards(spark, settings, embedded, built, k)
-    nearest = Window.partitionBy("left_id").orderBy(F.desc("similarity"), "right_id")
-    candidates = (found.withColumn("_r", F.row_number().over(nearest)).filter(F.col("_r") <= k)
+    built, version, encoder_model = catalog_index(spark, settings, source, encoder, check=same_encoder)
+    candidates = (nearest_listings(spark, settings, queries.withColumn("text", F.col("query")), built, encoder_model, k)
                   .select(F.col("left_id").alias("query"), F.col("right_id").alias("product_id"), "similarity"))
     products = (delta.read(spark, wh, "products", engine=settings.delta.engine)
                 .filter(F.col("source") == source).select("product_id", "title", "brand", "attributes", "price",

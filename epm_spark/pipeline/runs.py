@@ -51,6 +51,8 @@ _READS: dict[str, dict[str, str]] = {
     "price-match": {"comparisons": "matches"},
     "ingest-events": {"rows_read": "input"},
     "rank": {"queries": "queries", "candidates": "embeddings (nearest listings)"},
+    "rewrite": {"queries": "queries"},
+    "teach-rewrites": {"queries": "queries"},
 }
 _CURRENT: ContextVar["JobRun | None"] = ContextVar("epm_job_run", default=None)
 # Concurrent jobs of one run rewrite the same partition; a conflicting commit is retried.
@@ -99,7 +101,9 @@ class JobRun:
                 self.rows_read[key] = self.rows_read.get(key, 0) + value
         model = getattr(report, "model_version", None) or getattr(report, "model", None)
         if isinstance(model, str) and model:
-            kind = {"match": "matcher", "rank": "ranker"}.get(self.job, "encoder")
+            kind = {"match": "matcher", "rank": "ranker", "rewrite": "rewriter"}.get(self.job, "encoder")
+            if self.job == "train-rewriter":
+                kind = f"rewriter_{getattr(report, 'stage', 'model')}"
             self.model_versions[kind] = model
         encoder = getattr(report, "encoder_version", None)
         if isinstance(encoder, str) and encoder:

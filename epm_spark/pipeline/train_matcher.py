@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,13 @@ def _versions(root: str | Path, stage: str) -> list[tuple[int, Path]]:
     return sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
 
 
-def latest_model(root: str | Path, stage: str) -> Path | None:
-    """The finished ``<stage>-v<N>`` folder with the highest N under ``root``, if any."""
+def latest_model(root: str | Path, stage: str, finished: Callable[[Path], bool] | None = None) -> Path | None:
+    """The finished ``<stage>-v<N>`` folder with the highest N under ``root``, if any (``finished``:
+    whether a folder holds its card; default: a matcher card)."""
     from epm_spark.models.matcher.model_folder import is_model_folder
 
-    found = [p for _, p in _versions(root, stage) if is_model_folder(p)]
+    finished = finished or is_model_folder
+    found = [p for _, p in _versions(root, stage) if finished(p)]
     return found[-1] if found else None
 
 
@@ -106,12 +109,12 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     return card, folder
 
 
-def unfinished_or_next(root: str | Path, stage: str) -> Path:
+def unfinished_or_next(root: str | Path, stage: str, finished: Callable[[Path], bool] | None = None) -> Path:
     """The newest ``<stage>-v<N>`` folder a killed run left without its card, else a new version."""
     from epm_spark.models.matcher.model_folder import is_model_folder, next_version
 
     found = _versions(root, stage)
-    if found and not is_model_folder(found[-1][1]):
+    if found and not (finished or is_model_folder)(found[-1][1]):
         log.info("continuing the unfinished %s", found[-1][1])
         return found[-1][1]
     return next_version(root, stage)

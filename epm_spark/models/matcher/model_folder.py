@@ -56,31 +56,33 @@ class MatcherCard:
         return float(self.thresholds.get("default", 0.5))
 
 
-def is_model_folder(path: str | os.PathLike[str]) -> bool:
-    return (Path(path) / CARD_FILE).is_file()
+def is_model_folder(path: str | os.PathLike[str], name: str = CARD_FILE) -> bool:
+    return (Path(path) / name).is_file()
 
 
-def read_card(folder: str | os.PathLike[str]) -> MatcherCard:
-    path = Path(folder) / CARD_FILE
+def read_card(folder: str | os.PathLike[str], cls: type = MatcherCard, name: str = CARD_FILE):
+    """The card ``name`` of a model folder as ``cls`` (a card dataclass with a ``format`` field)."""
+    path = Path(folder) / name
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"{folder} is not a matcher model folder (no {CARD_FILE})") from None
+        raise InputError(f"{folder} is not a {name.split('.')[0]} model folder (no {name})") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{path} is not valid JSON: {exc}") from None
-    if data.get("format") != CARD_FORMAT:
-        raise InputError(f"{path}: card format {data.get('format')!r} is not {CARD_FORMAT}")
-    known = set(MatcherCard.__dataclass_fields__)
+    expected = cls.__dataclass_fields__["format"].default
+    if data.get("format") != expected:
+        raise InputError(f"{path}: card format {data.get('format')!r} is not {expected}")
+    known = set(cls.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
         raise InputError(f"{path}: unknown card keys {unknown}")
-    return MatcherCard(**data)
+    return cls(**data)
 
 
-def write_card(folder: str | os.PathLike[str], card: MatcherCard) -> Path:
+def write_card(folder: str | os.PathLike[str], card: Any, name: str = CARD_FILE) -> Path:
     """Write the card atomically (a reader sees the old card or the new one, never half)."""
-    path = Path(folder) / CARD_FILE
-    tmp = path.with_name(f".{CARD_FILE}.{os.getpid()}.tmp")
+    path = Path(folder) / name
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(asdict(card), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

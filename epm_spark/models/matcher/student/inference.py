@@ -35,7 +35,8 @@ from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings
 from epm_spark.models.matcher.student.model import load_student, load_tokenizer, pick_device, resolve_student
 from epm_spark.progress import progress
 
-__all__ = ["Matcher", "Explanation", "load_matcher_model"]
+__all__ = ["Matcher", "Explanation", "load_matcher_model", "load_adapted_student", "load_student_folder",
+           "generate_texts", "stop_ids"]
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +61,37 @@ def load_matcher_model(path: str, *, device: str | torch.device = "auto", dtype:
     A folder's adapters are merged into the base one after the other: each was trained on
     the model with the ones before it merged in.
     """
+    return load_student_folder(path, is_model_folder, read_card, device=device, dtype=dtype)
+
+
+def load_student_folder(path: str, is_folder, read, *, device: str | torch.device = "auto", dtype: str = "auto"):
+    """(model, tokenizer, card or None): a student model folder of one task (``is_folder``, ``read``
+    its card), or a bare student (``packaged:smollm2``, a model folder), zero-shot."""
     device = device if isinstance(device, torch.device) else pick_device(device)
-    if not is_model_folder(path):
+    if not is_folder(path):
         model, tokenizer = load_student(resolve_student(path), device=device, dtype=dtype)
         return model, tokenizer, None
-    card = read_card(path)
-    folder = Path(path)
-    if card.merged:
-        model, tokenizer = load_student(str(folder / card.merged), device=device, dtype=dtype)
-        return model, tokenizer, card
+    card = read(path)
+    model, tokenizer = load_adapted_student(Path(path), card.base, card.adapters, card.merged, device=device,
+                                            dtype=dtype)
+    return model, tokenizer, card
+
+
+def load_adapted_student(folder: Path, base: str, adapters: list[str], merged: str | None, *,
+                         device: torch.device, dtype: str = "auto"):
+    """(model, tokenizer) of a student model folder: its merged weights, or ``base`` with the
+    folder's LoRA ``adapters`` merged in one after the other (each was trained on the model with
+    the ones before it merged in). Serves every task's student folders (matcher, rewriter)."""
+    if merged:
+        return load_student(str(folder / merged), device=device, dtype=dtype)
     from peft import PeftModel
 
-    model, tokenizer = load_student(resolve_student(card.base), device=device, dtype=dtype)
-    for adapter in card.adapters:
+    model, tokenizer = load_student(resolve_student(base), device=device, dtype=dtype)
+    for adapter in adapters:
         model = PeftModel.from_pretrained(model, str(folder / adapter)).merge_and_unload()
     if (folder / "tokenizer").is_dir():
         tokenizer = load_tokenizer(str(folder / "tokenizer"))
-    return model, tokenizer, card
+    return model, tokenizer
 
 
 class Matcher:
@@ -187,14 +202,7 @@ class Matcher:
         return out.logits[:, -1, :]
 
     def _left_pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(x) for x in ids)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, x in enumerate(ids):
-            input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
-            attention[row, width - len(x):] = 1
-        return input_ids.to(self.device), attention.to(self.device)
+        return left_pad(ids, self.tokenizer.pad_token_id, self.device)
 
     # ------------------------------------------------------------------ explain mode
 
@@ -232,35 +240,59 @@ class Matcher:
             return Explanation(float(probability), None, None, False, exc.reason, tokens, attempts, text)
         return Explanation(float(probability), decision.label, decision, True, None, tokens, attempts, text)
 
-    @torch.inference_mode()
     def generate(self, prompts: list[str], *, max_new_tokens: int, sample: bool = False,
                  show_progress: bool = False) -> tuple[list[str], list[int]]:
         """(decoded completion, tokens generated) per prompt; greedy unless ``sample``."""
-        encoded = [encode(self.tokenizer, p) for p in prompts]
-        order = np.argsort([len(x) for x in encoded], kind="stable")
-        size = self.settings.explain_batch_size
-        texts: list[str] = [""] * len(prompts)
-        counts = [0] * len(prompts)
-        eos = self._stop_ids()
-        batches = [order[i: i + size] for i in range(0, len(order), size)]
-        bar = progress(batches, desc="explain mode", unit="batch") if show_progress else batches
-        for batch in bar:
-            input_ids, attention = self._left_pad([encoded[i] for i in batch])
-            kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 0.95} if sample else {"do_sample": False}
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id, eos_token_id=eos,
-                                      top_k=None, **kwargs)
-            new = out[:, input_ids.shape[1]:].cpu()
-            for row, i in enumerate(batch):
-                tokens = new[row].tolist()
-                stop = next((k + 1 for k, t in enumerate(tokens) if t in eos), len(tokens))
-                counts[i] = stop
-                texts[i] = self.tokenizer.decode(tokens[:stop], skip_special_tokens=True)
-        return texts, counts
+        return generate_texts(self.model, self.tokenizer, prompts, max_new_tokens=max_new_tokens,
+                              batch_size=self.settings.explain_batch_size, sample=sample, show_progress=show_progress,
+                              desc="explain mode")
 
-    def _stop_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = [ids] if isinstance(ids, int) else list(ids or [])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        return ids
+
+def stop_ids(model, tokenizer) -> list[int]:
+    """Token ids that end an answer: the generation config's EOS ids and the tokenizer's."""
+    ids = model.generation_config.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def left_pad(ids: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists left-padded to one width, and their attention mask."""
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, x in enumerate(ids):
+        input_ids[row, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        attention[row, width - len(x):] = 1
+    return input_ids.to(device), attention.to(device)
+
+
+@torch.inference_mode()
+def generate_texts(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int,
+                   sample: bool = False, show_progress: bool = False,
+                   desc: str = "generating") -> tuple[list[str], list[int]]:
+    """(decoded completion, tokens generated) per rendered prompt; greedy unless ``sample``.
+
+    Prompts of similar length share a batch, so little compute goes to padding.
+    """
+    encoded = [encode(tokenizer, p) for p in prompts]
+    order = np.argsort([len(x) for x in encoded], kind="stable")
+    texts: list[str] = [""] * len(prompts)
+    counts = [0] * len(prompts)
+    eos = stop_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    batches = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    bar = progress(batches, desc=desc, unit="batch") if show_progress else batches
+    for batch in bar:
+        input_ids, attention = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id, device)
+        kwargs = {"do_sample": True, "temperature": 0.7, "top_p": 0.95} if sample else {"do_sample": False}
+        out = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, top_k=None, **kwargs)
+        new = out[:, input_ids.shape[1]:].cpu()
+        for row, i in enumerate(batch):
+            tokens = new[row].tolist()
+            stop = next((k + 1 for k, t in enumerate(tokens) if t in eos), len(tokens))
+            counts[i] = stop
+            texts[i] = tokenizer.decode(tokens[:stop], skip_special_tokens=True)
+    return texts, counts

@@ -26,7 +26,8 @@ from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.settings import PromptSettings
 from epm_spark.models.text import listing_text
 
-__all__ = ["DECISION_PREFIX", "PairPrompter", "LabelTokens", "encode", "check_pair_frame"]
+__all__ = ["DECISION_PREFIX", "PairPrompter", "LabelTokens", "encode", "check_pair_frame", "chat_completion",
+           "chat_training_example"]
 
 # The decision JSON starts with its label (MatchDecision.to_json's fixed key order), so the
 # label is the first thing the student commits to, right after this prefix.
@@ -105,27 +106,35 @@ class PairPrompter:
         return [self.render(listing(row, "left"), listing(row, "right"), system) for row in pairs.to_dict("records")]
 
     def completion(self, messages: list[dict[str, str]], prompt: str, answer: str) -> str:
-        """The text after ``prompt`` when the assistant answers ``answer``: the answer plus the
-        template's end-of-turn marker, which teaches the student where to stop."""
-        full = self.tokenizer.apply_chat_template(
-            [*messages, {"role": "assistant", "content": answer}], tokenize=False)
-        if full.startswith(prompt):
-            return full[len(prompt):]
-        # Templates that rewrite earlier turns once an answer follows (rare): end with EOS.
-        return answer + (self.tokenizer.eos_token or "")
+        """The text after ``prompt`` when the assistant answers ``answer`` (see :func:`chat_completion`)."""
+        return chat_completion(self.tokenizer, messages, prompt, answer)
 
     def training_example(self, left: Mapping[str, Any], right: Mapping[str, Any], answer: str,
                          system: str | None = None) -> dict[str, Any]:
-        """Token ids of prompt + completion and the mask of completion tokens (the SFT loss mask).
+        """Token ids of prompt + completion and the mask of completion tokens (see :func:`chat_training_example`)."""
+        return chat_training_example(self.tokenizer, self.messages(left, right, system), answer)
 
-        Tokenized as one string, like inference sees it; the completion starts where the
-        prompt's own tokens stop being a prefix (a merge across the boundary moves it left).
-        """
-        messages = self.messages(left, right, system)
-        prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt_ids = encode(self.tokenizer, prompt)
-        ids = encode(self.tokenizer, prompt + self.completion(messages, prompt, answer))
-        k = 0
-        while k < min(len(ids), len(prompt_ids)) and ids[k] == prompt_ids[k]:
-            k += 1
-        return {"input_ids": ids, "completion_mask": [0] * k + [1] * (len(ids) - k), "prompt": prompt}
+
+def chat_completion(tokenizer, messages: list[dict[str, str]], prompt: str, answer: str) -> str:
+    """The text after ``prompt`` when the assistant answers ``answer``: the answer plus the
+    template's end-of-turn marker, which teaches the student where to stop."""
+    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": answer}], tokenize=False)
+    if full.startswith(prompt):
+        return full[len(prompt):]
+    # Templates that rewrite earlier turns once an answer follows (rare): end with EOS.
+    return answer + (tokenizer.eos_token or "")
+
+
+def chat_training_example(tokenizer, messages: list[dict[str, str]], answer: str) -> dict[str, Any]:
+    """Token ids of a chat prompt + the assistant's ``answer``, and the mask of answer tokens (the SFT loss mask).
+
+    Tokenized as one string, like inference sees it; the completion starts where the
+    prompt's own tokens stop being a prefix (a merge across the boundary moves it left).
+    """
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prompt_ids = encode(tokenizer, prompt)
+    ids = encode(tokenizer, prompt + chat_completion(tokenizer, messages, prompt, answer))
+    k = 0
+    while k < min(len(ids), len(prompt_ids)) and ids[k] == prompt_ids[k]:
+        k += 1
+    return {"input_ids": ids, "completion_mask": [0] * k + [1] * (len(ids) - k), "prompt": prompt}

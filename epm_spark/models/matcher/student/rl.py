@@ -38,15 +38,7 @@ from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.student.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.supervision.rewards import reward_columns
 from epm_spark.models.matcher.settings import InferenceSettings, RLSettings
-from epm_spark.models.matcher.student.training import (
-    LogProgress,
-    quiet,
-    checkpoint_to_resume,
-    finish_model_folder,
-    lora_config,
-    starting_point,
-    use_bf16,
-)
+from epm_spark.models.matcher.student.training import finish_model_folder, rl_metrics, run_grpo, starting_point, use_bf16
 
 __all__ = ["select_prompts", "rl_dataset", "train_rl"]
 
@@ -96,8 +88,6 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
              inference: InferenceSettings | None = None, valid: pd.DataFrame | None = None,
              data_info: dict[str, Any] | None = None) -> MatcherCard:
     """GRPO from the model folder ``init`` (the SFT model) on training ``pairs`` with gold labels."""
-    from trl import GRPOConfig, GRPOTrainer
-
     from epm_spark.models.matcher.student.inference import Matcher
 
     settings = settings or RLSettings()
@@ -107,8 +97,7 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    bf16 = use_bf16(settings.bf16)
-    start = starting_point(init, bf16=bf16)
+    start = starting_point(init, bf16=use_bf16(settings.bf16))
     prompter = PairPrompter(start.tokenizer, start.prompt)
 
     wanted = settings.max_steps * settings.prompts_per_step
@@ -122,43 +111,8 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
     # The short decision is the label phase's task: its prompts carry the label system message.
     dataset = rl_dataset(chosen, prompter, prompter.label_system if settings.short_decision else None)
 
-    gpu = start.model.device.type == "cuda"
-    start.model.train()
-    args = GRPOConfig(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
-        gradient_accumulation_steps=1,
-        num_generations=settings.num_generations,
-        max_completion_length=settings.max_completion_length,
-        temperature=settings.temperature,
-        beta=settings.beta,
-        loss_type=settings.loss_type,
-        learning_rate=settings.learning_rate,
-        lr_scheduler_type="constant_with_warmup",
-        warmup_steps=min(5, settings.max_steps // 10),
-        max_steps=settings.max_steps,
-        reward_weights=list(reward_weights),
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        bf16=bf16,
-        gradient_checkpointing=settings.gradient_checkpointing and gpu,
-        seed=settings.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not gpu,
-        dataloader_num_workers=0,
-        shuffle_dataset=False,  # select_prompts already shuffled, with its own seed
-    )
-    progress_log = LogProgress("rl")
-    trainer = GRPOTrainer(model=start.model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
-                          processing_class=start.tokenizer, peft_config=lora_config(settings.lora, start.model),
-                          callbacks=[progress_log])
-    quiet(trainer)
-    resume = checkpoint_to_resume(out)
-    if resume:
-        log.info("resuming RL from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    trainer, result, progress_log, resume = run_grpo(start, dataset, out, settings, reward_funcs=reward_funcs,
+                                                     reward_weights=reward_weights)
     history = progress_log.history
     training = {
         "stage": "rl", "init": str(init), "prompts": len(dataset), "pool": len(pool),
@@ -171,21 +125,9 @@ def train_rl(pairs: pd.DataFrame, init: str, out: str | Path, *, reward_funcs: S
         "reward_weights": list(reward_weights), "device": str(start.model.device), "resumed_from": resume,
         "data": data_info or {},
     }
-    metrics = {
-        "train_seconds": round(time.monotonic() - started, 1), "pool_scoring_seconds": round(scoring_seconds, 1),
-        "reward_history": [h["reward"] for h in history if "reward" in h],
-        "reward_first_10": _mean([h["reward"] for h in history if "reward" in h][:10]),
-        "reward_last_10": _mean([h["reward"] for h in history if "reward" in h][-10:]),
-        "completion_length_last_10": _mean([h["completions/mean_length"] for h in history
-                                            if "completions/mean_length" in h][-10:]),
-    }
-    for key in {k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}:
-        values = [h[key] for h in history if key in h]
-        metrics[f"{key}_first_10"], metrics[f"{key}_last_10"] = _mean(values[:10]), _mean(values[-10:])
+    metrics = {"train_seconds": round(time.monotonic() - started, 1),
+               "pool_scoring_seconds": round(scoring_seconds, 1), **rl_metrics(history)}
     return finish_model_folder(out, stage="rl", start=start, trained_model=trainer.model,
                                tokenizer=start.tokenizer, valid=valid, inference=inference, training=training,
                                metrics=metrics, save_merged=settings.save_merged)
 
-
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None

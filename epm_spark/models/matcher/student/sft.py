@@ -1,6 +1,6 @@
 """Supervised fine-tuning of the student on teacher decisions (EPM-RL stage 1).
 
-LoRA (peft) on every linear layer, trained with TRL's ``SFTTrainer`` on prompt + completion
+LoRA (peft) on every linear layer, trained with TRL's ``SFTTrainer`` (:func:`~epm_spark.models.matcher.student.training.run_sft`) on prompt + completion
 token ids where the loss covers the completion only::
 
     L = - sum_{t in completion} log p(y_t | prompt, y_<t) / |completion tokens|
@@ -31,12 +31,9 @@ from epm_spark.models.matcher.pairs import listing
 from epm_spark.models.matcher.student.prompt import PairPrompter, check_pair_frame
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings, SFTSettings
 from epm_spark.models.matcher.student.training import (
-    LogProgress,
-    quiet,
     balanced_sample,
-    checkpoint_to_resume,
     finish_model_folder,
-    lora_config,
+    run_sft,
     starting_point,
     use_bf16,
 )
@@ -94,54 +91,17 @@ def train_sft(frame: pd.DataFrame, out: str | Path, *, student: str = "packaged:
     ``init`` (default ``student``) may be a matcher folder to continue from. ``valid`` (a
     pair frame with gold ``label`` and ``benchmark``) tunes the decision thresholds.
     """
-    from trl import SFTConfig, SFTTrainer
-
     settings = settings or SFTSettings()
     inference = inference or InferenceSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    bf16 = use_bf16(settings.bf16)
-    start = starting_point(init or student, prompt, bf16=bf16)
+    start = starting_point(init or student, prompt, bf16=use_bf16(settings.bf16))
     prompter = PairPrompter(start.tokenizer, start.prompt)
     if "label" in frame:
         frame = balanced_sample(frame, settings.max_examples, settings.positive_share, seed=settings.seed)
     dataset = sft_examples(frame, prompter, settings.max_length)
-    gpu = start.model.device.type == "cuda"
-    start.tokenizer.padding_side = "right"
-    args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
-        lr_scheduler_type="cosine",
-        # Short label-phase and long explained examples in one batch would pad the short ones to the
-        # long: batches of similar lengths waste no compute on padding.
-        train_sampling_strategy="group_by_length",
-        logging_steps=settings.logging_steps,
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        bf16=bf16,
-        gradient_checkpointing=settings.gradient_checkpointing and gpu,
-        completion_only_loss=True,
-        max_length=settings.max_length,
-        seed=settings.seed,
-        report_to=[],
-        disable_tqdm=True,
-        use_cpu=not gpu,
-        dataloader_num_workers=0,
-    )
-    progress_log = LogProgress("sft")
-    trainer = SFTTrainer(model=start.model, args=args, train_dataset=dataset, processing_class=start.tokenizer,
-                         peft_config=lora_config(settings.lora, start.model), callbacks=[progress_log])
-    quiet(trainer)
-    resume = checkpoint_to_resume(out)
-    if resume:
-        log.info("resuming SFT from %s", resume)
-    result = trainer.train(resume_from_checkpoint=resume)
+    trainer, result, progress_log, resume = run_sft(start, dataset, out, settings)
     train_seconds = time.monotonic() - started
     training = {
         "stage": "sft", "init": init or student, "examples": len(dataset),

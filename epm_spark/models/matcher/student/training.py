@@ -1,9 +1,14 @@
-"""What the SFT and RL stages share: the starting model, progress lines, the finished model folder.
+"""What the SFT and RL stages share: the starting model, the trainers, progress lines, the model folder.
 
-A stage starts from a student (``packaged:smollm2``, a model folder) or from a matcher
-model folder: that folder's adapters are merged into the base weights and a fresh LoRA
-adapter is trained on top, so the result is ``base + adapters[0] + ... + new adapter``,
-applied in order at load time (:func:`epm_spark.models.matcher.student.inference.load_matcher_model`).
+A stage starts from a student (``packaged:smollm2``, a model folder) or from a student model
+folder (a matcher's, a rewriter's): that folder's adapters are merged into the base weights and
+a fresh LoRA adapter is trained on top, so the result is ``base + adapters[0] + ... + new adapter``,
+applied in order at load time (:func:`epm_spark.models.matcher.student.inference.load_adapted_student`).
+
+:func:`run_sft` and :func:`run_grpo` run TRL's trainers on any tokenized prompt/completion set
+or prompt set with reward callables; the matcher (:mod:`.sft`, :mod:`.rl`) and the query
+rewriter (:mod:`epm_spark.models.rewriter.training`) each build their own data and model card
+around them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,7 +30,8 @@ from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, 
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
 
 __all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
-           "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet"]
+           "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet", "run_sft", "run_grpo", "save_adapters",
+           "rl_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +55,25 @@ def use_bf16(wanted: bool) -> bool:
     return bool(wanted and bf16_available("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def starting_point(init: str, prompt: PromptSettings | None = None, *, bf16: bool = False) -> StartingPoint:
-    """Load ``init`` (a student or a matcher folder) with earlier adapters merged, ready for a new adapter.
+def starting_point(init: str, prompt: Any = None, *, bf16: bool = False, load: Callable | None = None,
+                   prompt_type: type = PromptSettings) -> StartingPoint:
+    """Load ``init`` (a student or a student model folder) with earlier adapters merged, ready for a new adapter.
 
+    ``load`` (default: the matcher's loader) returns ``(model, tokenizer, card or None)``; a card
+    names its ``base``, ``adapters`` and ``prompt`` (a mapping of ``prompt_type``'s fields).
     With ``bf16`` the weights are bf16 on a GPU; on a CPU they stay float32 and the Trainer's
     bf16 autocast does the matmuls in bf16 (pure-bf16 weights lose LoRA updates to rounding).
     """
-    from epm_spark.models.matcher.student.inference import load_matcher_model
+    if load is None:
+        from epm_spark.models.matcher.student.inference import load_matcher_model as load
 
     gpu_bf16 = bf16 and torch.cuda.is_available()
-    model, tokenizer, card = load_matcher_model(init, dtype="bfloat16" if gpu_bf16 else "float32")
+    model, tokenizer, card = load(init, dtype="bfloat16" if gpu_bf16 else "float32")
     if card is None:
-        return StartingPoint(model, tokenizer, init, prompt or PromptSettings())
+        return StartingPoint(model, tokenizer, init, prompt or prompt_type())
     folder = Path(init)
     # A model keeps the prompt it was trained with; a different one would be out of distribution.
-    return StartingPoint(model, tokenizer, card.base, PromptSettings(**card.prompt),
+    return StartingPoint(model, tokenizer, card.base, prompt_type(**card.prompt),
                          [folder / a for a in card.adapters], parent=str(folder.resolve()))
 
 
@@ -142,12 +153,125 @@ def quiet(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
-def checkpoint_to_resume(folder: Path) -> str | None:
+def checkpoint_to_resume(folder: Path, finished: Callable[[Path], bool] = is_model_folder) -> str | None:
     """The newest Trainer checkpoint in ``folder/checkpoints`` of an unfinished run, if any."""
     checkpoints = sorted((folder / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    if checkpoints and not is_model_folder(folder):
+    if checkpoints and not finished(folder):
         return str(checkpoints[-1])
     return None
+
+
+def run_sft(start: StartingPoint, dataset, out: Path, settings, *, group_by_length: bool = True,
+            finished: Callable[[Path], bool] = is_model_folder):
+    """LoRA SFT of ``start.model`` on a tokenized dataset (``input_ids``, ``completion_mask``), loss on
+    the completion only; checkpoints in ``out/checkpoints``, resumed when an unfinished run left some.
+
+    Returns (trainer, train result, progress log, checkpoint resumed from).
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    bf16 = use_bf16(settings.bf16)
+    gpu = start.model.device.type == "cuda"
+    start.tokenizer.padding_side = "right"
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        warmup_steps=settings.warmup_ratio,  # a float below 1 is a share of the steps
+        lr_scheduler_type="cosine",
+        # Short and long examples in one batch would pad the short ones to the long: batches of
+        # similar lengths waste no compute on padding.
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        bf16=bf16,
+        gradient_checkpointing=settings.gradient_checkpointing and gpu,
+        completion_only_loss=True,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not gpu,
+        dataloader_num_workers=0,
+    )
+    progress_log = LogProgress("sft")
+    trainer = SFTTrainer(model=start.model, args=args, train_dataset=dataset, processing_class=start.tokenizer,
+                         peft_config=lora_config(settings.lora, start.model), callbacks=[progress_log])
+    quiet(trainer)
+    resume = checkpoint_to_resume(out, finished)
+    if resume:
+        log.info("resuming SFT from %s", resume)
+    return trainer, trainer.train(resume_from_checkpoint=resume), progress_log, resume
+
+
+def run_grpo(start: StartingPoint, dataset, out: Path, settings, *, reward_funcs: Sequence[Callable],
+             reward_weights: Sequence[float], finished: Callable[[Path], bool] = is_model_folder):
+    """GRPO of a fresh LoRA adapter on ``start.model`` over a prompt dataset (``prompt`` chat messages plus
+    the reward functions' columns), ``reward_funcs`` weighted by ``reward_weights``.
+
+    Returns (trainer, train result, progress log, checkpoint resumed from).
+    """
+    from trl import GRPOConfig, GRPOTrainer
+
+    bf16 = use_bf16(settings.bf16)
+    gpu = start.model.device.type == "cuda"
+    start.model.train()
+    args = GRPOConfig(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=settings.prompts_per_step * settings.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=settings.num_generations,
+        max_completion_length=settings.max_completion_length,
+        temperature=settings.temperature,
+        beta=settings.beta,
+        loss_type=settings.loss_type,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=min(5, settings.max_steps // 10),
+        max_steps=settings.max_steps,
+        reward_weights=list(reward_weights),
+        logging_steps=settings.logging_steps,
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        bf16=bf16,
+        gradient_checkpointing=settings.gradient_checkpointing and gpu,
+        seed=settings.seed,
+        report_to=[],
+        disable_tqdm=True,
+        use_cpu=not gpu,
+        dataloader_num_workers=0,
+        shuffle_dataset=False,  # the caller already chose and shuffled the prompts, with its own seed
+    )
+    progress_log = LogProgress("rl")
+    trainer = GRPOTrainer(model=start.model, reward_funcs=list(reward_funcs), args=args, train_dataset=dataset,
+                          processing_class=start.tokenizer, peft_config=lora_config(settings.lora, start.model),
+                          callbacks=[progress_log])
+    quiet(trainer)
+    resume = checkpoint_to_resume(out, finished)
+    if resume:
+        log.info("resuming RL from %s", resume)
+    return trainer, trainer.train(resume_from_checkpoint=resume), progress_log, resume
+
+
+def rl_metrics(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Reward, per-function reward and completion length at the start and the end of a GRPO run."""
+    def mean(values: list[float]) -> float | None:
+        return float(sum(values) / len(values)) if values else None
+
+    rewards = [h["reward"] for h in history if "reward" in h]
+    metrics: dict[str, Any] = {
+        "reward_history": rewards, "reward_first_10": mean(rewards[:10]), "reward_last_10": mean(rewards[-10:]),
+        "completion_length_last_10": mean([h["completions/mean_length"] for h in history
+                                           if "completions/mean_length" in h][-10:]),
+    }
+    for key in {k for h in history for k in h if k.startswith("rewards/") and k.endswith("/mean")}:
+        values = [h[key] for h in history if key in h]
+        metrics[f"{key}_first_10"], metrics[f"{key}_last_10"] = mean(values[:10]), mean(values[-10:])
+    return metrics
 
 
 def tune_thresholds(matcher, valid: pd.DataFrame | None, per_benchmark: int) -> tuple[dict[str, float], dict]:
@@ -164,12 +288,10 @@ def tune_thresholds(matcher, valid: pd.DataFrame | None, per_benchmark: int) -> 
     return thresholds, metrics
 
 
-def finish_model_folder(folder: Path, *, stage: str, start: StartingPoint, trained_model, tokenizer,
-                        valid: pd.DataFrame | None, inference: InferenceSettings, training: dict[str, Any],
-                        metrics: dict[str, Any], save_merged: bool) -> MatcherCard:
-    """Write adapters, tokenizer, optional merged weights, tuned thresholds and the card."""
-    from epm_spark.models.matcher.student.inference import Matcher
-
+def save_adapters(folder: Path, *, stage: str, start: StartingPoint, trained_model, tokenizer,
+                  save_merged: bool) -> tuple[list[str], str | None, Any]:
+    """Copy the start's adapters, save the new one, the tokenizer and (optionally) merged weights into
+    ``folder``; returns (adapters in order, merged folder or None, the merged model)."""
     adapters = []
     for i, src in enumerate(start.adapters):
         name = f"adapters/{i}-{src.name}"
@@ -185,6 +307,17 @@ def finish_model_folder(folder: Path, *, stage: str, start: StartingPoint, train
         merged_model.save_pretrained(str(folder / "merged"), safe_serialization=True)
         tokenizer.save_pretrained(str(folder / "merged"))
         merged = "merged"
+    return adapters, merged, merged_model
+
+
+def finish_model_folder(folder: Path, *, stage: str, start: StartingPoint, trained_model, tokenizer,
+                        valid: pd.DataFrame | None, inference: InferenceSettings, training: dict[str, Any],
+                        metrics: dict[str, Any], save_merged: bool) -> MatcherCard:
+    """Write adapters, tokenizer, optional merged weights, tuned thresholds and the card."""
+    from epm_spark.models.matcher.student.inference import Matcher
+
+    adapters, merged, merged_model = save_adapters(folder, stage=stage, start=start, trained_model=trained_model,
+                                                   tokenizer=tokenizer, save_merged=save_merged)
     tune_start = time.monotonic()
     matcher = Matcher(merged_model, tokenizer, prompt=start.prompt, settings=inference)
     thresholds, valid_metrics = tune_thresholds(matcher, valid, inference.validation_pairs)

@@ -42,7 +42,7 @@ from epm_spark.errors import EnvironmentProblem
 from epm_spark.models.matcher.supervision.settings import EndpointSettings
 from epm_spark.progress import progress
 
-__all__ = ["ChatEndpoint", "ChatAnswer", "EndpointUsage", "EndpointError", "Messages"]
+__all__ = ["ChatEndpoint", "ChatAnswer", "ParsedAnswer", "EndpointUsage", "EndpointError", "Messages"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ class ChatAnswer:
     cached: bool = False
     attempts: int = 0
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """One conversation's answer read by a parser: the value, or why there is none (after the repairs)."""
+
+    value: Any
+    text: str | None  # the last answer's raw text
+    failure: str | None = None  # "request failed: ..." or "format: ..."
+    prompt_tokens: int = 0  # over every attempt
+    completion_tokens: int = 0
+    cached: bool = False  # every attempt came from the cache
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
 
 
 @dataclass
@@ -259,6 +275,39 @@ class ChatEndpoint:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             return [f.result() for f in futures]
+
+    def complete_parsed(self, conversations: Sequence[Messages], parse: Callable[[str], Any],
+                        repair: Callable[[str], dict[str, Any]], *, format_retries: int = 1,
+                        desc: str = "endpoint") -> list[ParsedAnswer]:
+        """Answer many conversations and read each answer with ``parse`` (which raises ``ValueError``
+        with the reason). An answer that fails is asked again, up to ``format_retries`` times, with the
+        assistant's answer and ``repair(reason)`` appended; a request that fails after its retries is
+        not. Never a silent default: a conversation without a value says why."""
+        conversations = [list(c) for c in conversations]
+        results: list[ParsedAnswer | None] = [None] * len(conversations)
+        tokens = {i: [0, 0, True] for i in range(len(conversations))}
+        pending = list(range(len(conversations)))
+        for attempt in range(format_retries + 1):
+            if not pending:
+                break
+            retry = []
+            for i, answer in zip(pending, self.complete_many([conversations[i] for i in pending], desc=desc)):
+                tokens[i][0] += answer.prompt_tokens
+                tokens[i][1] += answer.completion_tokens
+                tokens[i][2] = tokens[i][2] and answer.cached
+                if answer.error:
+                    results[i] = ParsedAnswer(None, answer.text, f"request failed: {answer.error}", *tokens[i])
+                    continue
+                try:
+                    results[i] = ParsedAnswer(parse(answer.text or ""), answer.text, None, *tokens[i])
+                except ValueError as exc:
+                    results[i] = ParsedAnswer(None, answer.text, f"format: {exc}", *tokens[i])
+                    if attempt < format_retries:
+                        conversations[i] = [*conversations[i], {"role": "assistant", "content": answer.text or ""},
+                                            repair(str(exc))]
+                        retry.append(i)
+            pending = retry
+        return [r for r in results if r is not None]
 
 
 def _answer(response: dict[str, Any], *, cached: bool, attempts: int) -> ChatAnswer:

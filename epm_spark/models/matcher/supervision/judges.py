@@ -228,24 +228,10 @@ class EndpointJudge:
 
         conversations = [judge_messages(d, left, right) for d, left, right in zip(decisions, lefts, rights,
                                                                                    strict=True)]
-        scores: list[float | None] = [None] * len(conversations)
-        pending = list(range(len(conversations)))
-        for attempt in range(self.format_retries + 1):
-            if not pending:
-                break
-            answers = self.endpoint.complete_many([conversations[i] for i in pending], desc="judge")
-            retry = []
-            for i, answer in zip(pending, answers):
-                if answer.error:
-                    continue
-                try:
-                    scores[i] = parse_judge_score(answer.text or "")
-                except ValueError as exc:
-                    if attempt < self.format_retries:
-                        conversations[i] = [*conversations[i], {"role": "assistant", "content": answer.text or ""},
-                                            repair_message(str(exc), judge=True)]
-                        retry.append(i)
-            pending = retry
+        answers = self.endpoint.complete_parsed(conversations, parse_judge_score,
+                                                lambda reason: repair_message(reason, judge=True),
+                                                format_retries=self.format_retries, desc="judge")
+        scores: list[float | None] = [a.value for a in answers]
         failed = sum(s is None for s in scores)
         if failed:
             self.failures += failed

@@ -28,7 +28,7 @@ from epm_spark.models.matcher.supervision.attributes import (
     AttributeComparison, Evidence, ListingAttributes, compare, extract, strip_noise, token_weights,
 )
 from epm_spark.models.matcher.decision import (
-    ATTRIBUTES, MATCH, MAX_RATIONALE_CHARS, NO_MATCH, DecisionFormatError, MatchDecision, parse_decision,
+    ATTRIBUTES, MATCH, MAX_RATIONALE_CHARS, NO_MATCH, MatchDecision, parse_decision,
 )
 from epm_spark.models.matcher.pairs import gold_label, listing
 from epm_spark.progress import progress
@@ -313,35 +313,11 @@ class EndpointTeacher:
 
         rows = pairs.to_dict("records")
         conversations = [decision_messages(listing(r, "left"), listing(r, "right")) for r in rows]
-        results: list[TeacherResult | None] = [None] * len(rows)
-        pending = list(range(len(rows)))
-        tokens = {i: [0, 0, True] for i in pending}
-        for attempt in range(self.format_retries + 1):
-            if not pending:
-                break
-            answers = self.endpoint.complete_many([conversations[i] for i in pending],
-                                                  desc=f"teacher {self.name}")
-            retry = []
-            for i, answer in zip(pending, answers):
-                tokens[i][0] += answer.prompt_tokens
-                tokens[i][1] += answer.completion_tokens
-                tokens[i][2] = tokens[i][2] and answer.cached
-                if answer.error:
-                    results[i] = TeacherResult(self.name, None, answer.text, f"request failed: {answer.error}",
-                                               *tokens[i])
-                    continue
-                try:
-                    decision = parse_decision(answer.text or "", strict=self.strict)
-                except DecisionFormatError as exc:
-                    results[i] = TeacherResult(self.name, None, answer.text, f"format: {exc.reason}", *tokens[i])
-                    if attempt < self.format_retries:
-                        conversations[i] = [*conversations[i], {"role": "assistant", "content": answer.text or ""},
-                                            repair_message(exc.reason)]
-                        retry.append(i)
-                    continue
-                results[i] = TeacherResult(self.name, decision, answer.text, None, *tokens[i])
-            pending = retry
-        return [r for r in results if r is not None]
+        answers = self.endpoint.complete_parsed(conversations, lambda text: parse_decision(text, strict=self.strict),
+                                                repair_message, format_retries=self.format_retries,
+                                                desc=f"teacher {self.name}")
+        return [TeacherResult(self.name, a.value, a.text, a.failure, a.prompt_tokens, a.completion_tokens, a.cached)
+                for a in answers]
 
 
 def build_teacher(kind: str, settings: Any = None) -> Teacher:

@@ -1,0 +1,119 @@
+"""The retrieval judge: how well a text, typed as the query, finds the query's graded listings.
+
+A text is embedded by the dual-encoder (as a query), its ``k`` nearest listings come from the
+catalog's vector index (:class:`~epm_spark.models.index.VectorIndex`, the blocker's), and the
+ranking is scored against the graded listings of the *original* query
+(:mod:`epm_spark.models.search.queries`: 3 exact, 2 substitute, 1 complement, 0 irrelevant;
+unjudged listings count 0)::
+
+    NDCG@k   = DCG@k / IDCG@k,   DCG@k = sum_{r<=k} grade_r / log2(r + 1)
+    recall@k = |relevant in the top k| / |relevant|,  relevant: grade >= relevant_grade
+
+IDCG sorts every judged grade of the query, retrieved or not, so a text that misses a relevant
+listing cannot score 1. The retrieval gain of a rewrite is ``NDCG@k(rewrite) - NDCG@k(query)``.
+A query without a judged listing of grade > 0 has no ideal ranking: its figures are NaN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from epm_spark.errors import InputError
+from epm_spark.models.rewriter.prompt import normalise_query
+from epm_spark.models.search.evaluation import ndcg_at_k
+
+__all__ = ["ndcg_of_ranking", "recall_of_ranking", "grades_by_query", "RetrievalJudge"]
+
+log = logging.getLogger(__name__)
+
+
+def ndcg_of_ranking(retrieved: Sequence[str], grades: Mapping[str, int], k: int = 10) -> float:
+    """NDCG@k of a ranked list of product ids against the query's graded listings."""
+    top = list(retrieved)[:k]
+    top += [None] * (k - len(top))  # fewer listings than k: empty places gain nothing
+    missing = [g for pid, g in grades.items() if pid not in set(top)]
+    scores = np.r_[np.arange(k, 0, -1, dtype=float), np.full(len(missing), -1.0)]
+    gains = np.r_[[float(grades.get(pid, 0)) if pid is not None else 0.0 for pid in top], np.asarray(missing, float)]
+    return ndcg_at_k(scores, gains, k)
+
+
+def recall_of_ranking(retrieved: Sequence[str], grades: Mapping[str, int], k: int = 10,
+                      relevant_grade: int = 2) -> float:
+    relevant = {pid for pid, g in grades.items() if g >= relevant_grade}
+    if not relevant:
+        return float("nan")
+    return len(relevant & set(list(retrieved)[:k])) / len(relevant)
+
+
+def grades_by_query(judgments: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """``query -> {product_id: grade}`` from ``query, product_id, grade`` rows (queries normalised)."""
+    missing = {"query", "product_id", "grade"} - set(judgments.columns)
+    if missing:
+        raise InputError(f"graded listings lack columns {sorted(missing)}")
+    out: dict[str, dict[str, int]] = {}
+    for q, pid, g in zip(judgments["query"], judgments["product_id"].astype(str), judgments["grade"]):
+        out.setdefault(normalise_query(q, 10_000), {})[pid] = int(g)
+    return out
+
+
+class RetrievalJudge:
+    """Scores texts by the retrieval of their query's graded listings through the dual-encoder index.
+
+    ``encoder``: anything with ``encode(texts, batch_size, query=True, show_progress=False)``
+    returning unit vectors (a :class:`~epm_spark.models.encoder.model.DualEncoder`);
+    ``index``: a :class:`~epm_spark.models.index.VectorIndex` over the catalog's listing vectors.
+    Rankings are cached per text: GRPO samples repeat themselves.
+    """
+
+    def __init__(self, encoder, index, grades: Mapping[str, Mapping[str, int]], *, k: int = 10,
+                 relevant_grade: int = 2, batch_size: int = 64):
+        self.encoder, self.index, self.k = encoder, index, k
+        self.grades = {normalise_query(q, 10_000): dict(g) for q, g in grades.items()}
+        self.relevant_grade, self.batch_size = relevant_grade, batch_size
+        self._cache: dict[str, list[str]] = {}
+
+    @classmethod
+    def build(cls, encoder, listing_ids: Sequence[str], vectors: np.ndarray, judgments: pd.DataFrame, *,
+              index_settings=None, **kwargs) -> RetrievalJudge:
+        from epm_spark.models.index import VectorIndex
+
+        index = VectorIndex.build(np.asarray(vectors, dtype=np.float32), np.asarray(listing_ids, dtype=object),
+                                  settings=index_settings)
+        return cls(encoder, index, grades_by_query(judgments), **kwargs)
+
+    def judged(self, query: str) -> bool:
+        return any(g > 0 for g in self.grades.get(normalise_query(query, 10_000), {}).values())
+
+    def retrieve(self, texts: Sequence[str]) -> list[list[str]]:
+        """The ``k`` nearest listing ids of each text, nearest first."""
+        todo = sorted({t for t in texts if t not in self._cache})
+        if todo:
+            vectors = self.encoder.encode(todo, self.batch_size, query=True, show_progress=False)
+            _, positions = self.index.search(np.asarray(vectors, dtype=np.float32), self.k)
+            for text, row in zip(todo, positions):
+                self._cache[text] = [str(self.index.ids[p]) for p in row if p >= 0]
+        return [self._cache[t] for t in texts]
+
+    def _grades(self, query: str) -> dict[str, int]:
+        return self.grades.get(normalise_query(query, 10_000), {})
+
+    def ndcg(self, texts: Sequence[str], queries: Sequence[str]) -> np.ndarray:
+        """NDCG@k of each text against the graded listings of the query at the same position."""
+        if len(texts) != len(queries):
+            raise InputError(f"{len(texts)} texts for {len(queries)} queries")
+        rankings = self.retrieve([t if t.strip() else q for t, q in zip(texts, queries)])
+        return np.array([ndcg_of_ranking(r, self._grades(q), self.k) if self.judged(q) else np.nan
+                         for r, q in zip(rankings, queries)], dtype=float)
+
+    def recall(self, texts: Sequence[str], queries: Sequence[str]) -> np.ndarray:
+        rankings = self.retrieve([t if t.strip() else q for t, q in zip(texts, queries)])
+        return np.array([recall_of_ranking(r, self._grades(q), self.k, self.relevant_grade)
+                         for r, q in zip(rankings, queries)], dtype=float)
+
+    def gain(self, rewrites: Sequence[str], queries: Sequence[str]) -> np.ndarray:
+        """NDCG@k(rewrite) - NDCG@k(query); NaN for queries without graded listings."""
+        return self.ndcg(rewrites, queries) - self.ndcg(list(queries), queries)
