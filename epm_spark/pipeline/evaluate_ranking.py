@@ -44,9 +44,7 @@ def evaluate_ranking(settings: Settings, *, models: list[str], source: str, spli
     names = []
     for folder in models:
         model = MultiTaskRanker.load(folder, device=settings.ranker.device)
-        if model.reads_similarity and model.card.similarity_encoder != bi_version:
-            raise InputError(f"{folder} reads the similarity of {model.card.similarity_encoder}, the bi-encoder is "
-                             f"{bi_version}; pass --encoder with the model it was trained with")
+        model.card.check_similarity_encoder(bi_version, "pass --encoder with the model it was trained with")
         name = model.card.name
         if name in systems:
             name = f"{name}:{folder}"

@@ -93,10 +93,8 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
                .withColumn("left_id", F.col("query")))
 
     def same_encoder(version: str) -> None:
-        if card.similarity_encoder and card.similarity_encoder != version:
-            raise InputError(f"ranker {model} reads the retrieval similarity of {card.similarity_encoder}, but the "
-                             f"embeddings of {source!r} come from {version}; embed the catalog with that encoder "
-                             f"or train the ranker with this one")
+        card.check_similarity_encoder(version, f"the embeddings of {source!r} come from {version}: embed the "
+                                               "catalog with the ranker's encoder or train the ranker with this one")
 
     built, version, encoder_model = catalog_index(spark, settings, source, encoder, check=same_encoder)
     candidates = (nearest_listings(spark, settings, queries.withColumn("text", F.col("query")), built, encoder_model, k)

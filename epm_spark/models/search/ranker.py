@@ -90,6 +90,12 @@ class RankerCard:
     model_version: str = ""
     format: int = CARD_FORMAT
 
+    def check_similarity_encoder(self, version: str, remedy: str) -> None:
+        """Refuse similarities from another dual-encoder than the one the heads were trained on."""
+        if self.similarity_encoder and self.similarity_encoder != version:
+            raise InputError(f"ranker {self.model_version or self.name} reads the retrieval similarity of "
+                             f"{self.similarity_encoder}, not of {version}; {remedy}")
+
 
 def read_card(folder: str | os.PathLike[str]) -> RankerCard:
     path = Path(folder) / CARD_FILE

@@ -68,45 +68,40 @@ def training_pairs(agg: pd.DataFrame, settings: RankerSettings, *, valid_share: 
     return agg[agg["query"].isin(set(chosen))].reset_index(drop=True)
 
 
-def _start_at_base_rates(model: MultiTaskRanker, rates: dict[str, float]) -> None:
-    """Each tower's output bias starts at the logit of its base rate (of its conditional rate under the
-    chain): the first steps then learn relevance instead of how rare purchases are."""
-    conditional = dict(rates)
-    if model.card.chain:
-        conditional = {"click": rates["click"], "cart": rates["cart"] / rates["click"],
-                       "purchase": rates["purchase"] / rates["cart"]}
-    with torch.no_grad():
-        for t, tower in model.towers.items():
-            q = min(max(conditional[t], 1e-6), 1 - 1e-6)
-            tower[-1].bias.fill_(math.log(q / (1 - q)))
-
-
 def _conditional_counts(pairs: pd.DataFrame, task: str, chain: bool) -> tuple[np.ndarray, np.ndarray]:
     """(trials, events) of a head: impressions and its events, or under the chain the previous step's events."""
     previous = {"click": "impressions", "cart": "clicks", "purchase": "carts"}[task] if chain else "impressions"
     return pairs[previous].to_numpy(dtype=float), pairs[COUNT_COLUMNS[task]].to_numpy(dtype=float)
 
 
-def _start_at_similarity(model: MultiTaskRanker, pairs: pd.DataFrame) -> dict[str, list[float]]:
-    """Each head starts as a binomial logistic regression of its signal on the retrieval similarity:
-    its output bias the intercept, ``a_t`` the slope. Returns (intercept, slope) per task."""
+def _start_heads(model: MultiTaskRanker, pairs: pd.DataFrame) -> dict[str, list[float]] | None:
+    """Where each head starts: the first steps then learn relevance instead of how rare purchases are.
+
+    Without the similarity feature, the output bias is the logit of the head's base rate (its
+    conditional rate under the chain). With it, the head is a binomial logistic regression of its
+    signal on the retrieval similarity: the bias the intercept, ``a_t`` the slope; returns
+    (intercept, slope) per task."""
     from sklearn.linear_model import LogisticRegression
 
-    r = pairs["similarity"].to_numpy(dtype=float)
+    r = pairs["similarity"].to_numpy(dtype=float) if model.reads_similarity else None
     fitted = {}
     for t, tower in model.towers.items():
         trials, events = _conditional_counts(pairs, t, model.card.chain)
-        x = np.concatenate([r, r]).reshape(-1, 1)
-        y = np.concatenate([np.ones(len(r)), np.zeros(len(r))])
-        weight = np.concatenate([events, trials - events])
-        keep = weight > 0
-        lr = LogisticRegression(C=1e4).fit(x[keep], y[keep], sample_weight=weight[keep])
-        intercept, slope = float(lr.intercept_[0]), float(lr.coef_[0, 0])
+        if r is None:
+            q = min(max(events.sum() / trials.sum(), 1e-6), 1 - 1e-6)
+            intercept, slope = math.log(q / (1 - q)), 0.0
+        else:
+            x = np.concatenate([r, r]).reshape(-1, 1)
+            y = np.concatenate([np.ones(len(r)), np.zeros(len(r))])
+            weight = np.concatenate([events, trials - events])
+            keep = weight > 0
+            lr = LogisticRegression(C=1e4).fit(x[keep], y[keep], sample_weight=weight[keep])
+            intercept, slope = float(lr.intercept_[0]), float(lr.coef_[0, 0])
+            fitted[t] = [round(intercept, 4), round(slope, 4)]
         with torch.no_grad():
             tower[-1].bias.fill_(intercept)
             model.similarity_weights[t].fill_(slope)
-        fitted[t] = [round(intercept, 4), round(slope, 4)]
-    return fitted
+    return fitted or None
 
 
 def freeze_lower_layers(model: MultiTaskRanker, train_layers: int) -> int:
@@ -125,8 +120,6 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records."""
     tasks = model.card.tasks
     needed = {"query", "text", "impressions", *(COUNT_COLUMNS[t] for t in tasks)}
-    if model.card.chain:
-        needed |= set(COUNT_COLUMNS.values())
     if model.reads_similarity:
         needed.add("similarity")
     missing = needed - set(pairs.columns)
@@ -141,9 +134,7 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             raise InputError(f"the training pairs hold no {t} events; the {t} head cannot learn")
     entropies = {t: base_entropy(r) for t, r in rates.items()}
     model.card.base_rates = {t: round(r, 6) for t, r in rates.items()}
-    start_heads = _start_at_similarity(model, pairs) if model.reads_similarity else None
-    if start_heads is None:
-        _start_at_base_rates(model, rates)
+    start_heads = _start_heads(model, pairs)
     device = model.device
     trainable_layers = freeze_lower_layers(model, settings.train_layers)
     model.train()
@@ -167,7 +158,7 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     texts = pairs["text"].tolist()
     n = torch.tensor(pairs["impressions"].to_numpy(), dtype=torch.float32)
     counts = {t: torch.tensor(pairs[COUNT_COLUMNS[t]].to_numpy(), dtype=torch.float32) for t in tasks}
-    sims = (torch.tensor(pairs["similarity"].to_numpy(), dtype=torch.float32) if model.reads_similarity else None)
+    sims = torch.tensor(pairs["similarity"].to_numpy(), dtype=torch.float32) if model.reads_similarity else None
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     start = time.monotonic()
