@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from rewrite_tiny import GRADES, tiny_judge
+from rewrite_tiny import GRADES, products, tiny_judge
 from safetensors.torch import load_file
 from tiny_student import tiny_student  # noqa: F401
 
@@ -14,7 +14,8 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.settings import LoraSettings
 from epm_spark.models.matcher.supervision.rewards import completion_text
 from epm_spark.models.rewriter.model import Rewriter, load_rewriter_model, read_rewriter_card
-from epm_spark.models.rewriter.prompt import render_prompt
+from epm_spark.models.rewriter.prompt import render_prompt, rewrite_messages
+from epm_spark.models.rewriter.retrieval import ListingContext
 from epm_spark.models.rewriter.rewards import build_rewrite_rewards
 from epm_spark.models.rewriter.settings import (
     RewriteInferenceSettings, RewriteRewardSettings, RewriteRLSettings, RewriteSFTSettings,
@@ -39,10 +40,14 @@ def _next_token_logits(path: str) -> torch.Tensor:
         return model(**ids).logits[0, -1]
 
 
+def nearest_titles(n: int = 3) -> ListingContext:
+    return ListingContext.from_listings(tiny_judge(), products(), n)
+
+
 @pytest.fixture(scope="module")
 def distilled(tiny_student, tmp_path_factory):
     out = tmp_path_factory.mktemp("rewriter") / "distill-v1"
-    train_distill(EXAMPLES, out, student=str(tiny_student),
+    train_distill(EXAMPLES, out, student=str(tiny_student), context=nearest_titles(),
                   settings=RewriteSFTSettings(max_steps=2, batch_size=2, learning_rate=5e-3, warmup_ratio=0.0, max_length=512,
                                               lora=LoraSettings(r=4, alpha=8), logging_steps=1))
     return out
@@ -55,8 +60,25 @@ def test_one_distill_step_changes_the_adapter(distilled, tiny_student):
     assert any(v.abs().sum() > 0 for v in _lora_b(distilled / "adapters/0-distill").values()), "LoRA B starts at 0"
     assert len(card.metrics["loss_history"]) == 2 and not (distilled / "checkpoints").exists()
     assert not torch.allclose(_next_token_logits(str(distilled)), _next_token_logits(str(tiny_student)), atol=1e-6)
-    rewrites = Rewriter.load(str(distilled), INFERENCE).rewrite(list(EXAMPLES["query"]))
+    rewriter = Rewriter.load(str(distilled), INFERENCE)
+    assert rewriter.reads_context and card.prompt["context_listings"] == 3
+    queries = list(EXAMPLES["query"])
+    rewrites = rewriter.rewrite(queries, nearest_titles()(queries))
     assert len(rewrites) == 4 and all(isinstance(r, str) for r in rewrites)
+    with pytest.raises(InputError, match="trained with the nearest listings"):
+        rewriter.rewrite(queries)
+
+
+def test_the_prompt_shows_the_nearest_listings_without_seller_noise():
+    titles = nearest_titles(2)(["crucial mx500 1tb", "sony pslx350h turntable"])
+    assert titles[0] == ["crucial mx500 1tb sata ssd", "crucial mx500 500gb sata ssd"]
+    assert titles[1][0] == "sony ps-lx350h belt drive turntable"
+    from epm_spark.models.rewriter.settings import RewritePromptSettings
+
+    user = rewrite_messages("Crucial  MX500 1tb", RewritePromptSettings(context_chars=20), titles[0])[1]["content"]
+    assert user == "crucial mx500 1tb\ncatalog: crucial mx500 1tb | crucial mx500 500gb"  # cut at a word
+    alone = rewrite_messages("crucial mx500 1tb", RewritePromptSettings(context_listings=0), titles[0])
+    assert alone[1]["content"] == "crucial mx500 1tb"
 
 
 def test_distill_examples_mask_the_prompt_and_skip_empty_rewrites(tiny_student):
@@ -65,12 +87,16 @@ def test_distill_examples_mask_the_prompt_and_skip_empty_rewrites(tiny_student):
 
     tokenizer = load_tokenizer(str(tiny_student))
     frame = pd.concat([EXAMPLES, pd.DataFrame({"query": ["x y"], "rewrite": [None]})], ignore_index=True)
-    data = distill_examples(frame, tokenizer, RewritePromptSettings())
+    data = distill_examples(frame, tokenizer, RewritePromptSettings(), context=nearest_titles())
     assert len(data) == 4
     ids, mask = data[0]["input_ids"], data[0]["completion_mask"]
     assert tokenizer.decode([t for t, m in zip(ids, mask) if m]) == "samsung ssd 1tb<|im_end|>\n"
+    assert "\ncatalog: " in tokenizer.decode([t for t, m in zip(ids, mask) if not m])
+    assert "samsung t7 portable ssd 1tb" in tokenizer.decode([t for t, m in zip(ids, mask) if not m])
     with pytest.raises(InputError, match="no distill example"):
-        distill_examples(frame.iloc[4:], tokenizer, RewritePromptSettings())
+        distill_examples(frame.iloc[4:], tokenizer, RewritePromptSettings(), context=nearest_titles())
+    with pytest.raises(InputError, match="no listing context was given"):
+        distill_examples(frame, tokenizer, RewritePromptSettings())
 
 
 def _length(prompts, completions, **kwargs):
@@ -86,7 +112,8 @@ def test_one_grpo_step_changes_a_new_adapter_on_top_of_the_distilled_one(distill
                              reward_funcs=[*rewards.funcs, _length], reward_weights=[*rewards.weights, 1.0],
                              settings=RewriteRLSettings(max_steps=1, prompts_per_step=2, num_generations=2,
                                                         max_completion_length=16, learning_rate=1e-2, pool=8,
-                                                        logging_steps=1, lora=LoraSettings(r=4, alpha=8)))
+                                                        logging_steps=1, lora=LoraSettings(r=4, alpha=8)),
+                             context=nearest_titles())
     assert card.stage == "rl" and card.adapters == ["adapters/0-0-distill", "adapters/1-rl"]
     assert card.parent == str(distilled.resolve()) and card.training["steps"] == 1
     assert card.training["reward_functions"] == ["retrieval_gain", "drift_reward", "format_reward", "_length"]

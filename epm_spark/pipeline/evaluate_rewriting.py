@@ -48,7 +48,9 @@ def evaluate_rewriting(settings: Settings, *, distill: str | None = None, rl: st
                        split: str = "test", limit: int | None = None, encoder: str | None = None) -> dict[str, Any]:
     from epm_spark.models.rewriter.evaluation import evaluate_rewriters
     from epm_spark.models.rewriter.model import Rewriter
-    from epm_spark.pipeline.train_rewriter import build_retrieval_judge, latest_rewriter, read_judgments, read_queries
+    from epm_spark.pipeline.train_rewriter import (
+        build_listing_context, build_retrieval_judge, latest_rewriter, read_judgments, read_queries,
+    )
 
     start = time.monotonic()
     rw = settings.rewriter
@@ -62,7 +64,7 @@ def evaluate_rewriting(settings: Settings, *, distill: str | None = None, rl: st
     judge = build_retrieval_judge(settings, encoder=encoder, judgments=judgments)
     held_out = [q for q in queries["query"] if judge.judged(q)]
     systems: dict[str, Any] = {"original": lambda qs: list(qs), "teacher": _teacher_system(settings)}
-    folders = {}
+    folders, listings = {}, None
     for name, given in (("distill", distill), ("rl", rl)):
         folder = given or latest_rewriter(rw.models_dir, name)
         if folder is None:
@@ -70,7 +72,12 @@ def evaluate_rewriting(settings: Settings, *, distill: str | None = None, rl: st
             continue
         model = Rewriter.load(str(folder), rw.inference)
         folders[name] = {"folder": str(folder), "model_version": model.model_version}
-        systems[name] = lambda qs, m=model: m.rewrite(qs, show_progress=True)
+        # The student is timed with its listing context: finding the nearest listings is part of its work.
+        context = None
+        if model.reads_context:
+            listings = listings or build_listing_context(settings, judge)
+            context = listings.with_listings(model.prompt.context_listings)
+        systems[name] = lambda qs, m=model, c=context: m.rewrite(qs, c(qs) if c else None, show_progress=True)
     report = evaluate_rewriters(held_out, judge, systems, comparisons=COMPARISONS, resamples=rw.bootstrap_resamples)
     report.update(split=split, source=rw.source, encoder=judge.encoder.model_version, models=folders,
                   total_seconds=round(time.monotonic() - start, 1))

@@ -1,11 +1,13 @@
 """``epm-spark rewrite``: refresh the rewrite cache (``query_rewrites``) for a table of queries.
 
 1. The distinct queries of a warehouse table (``query`` column; ``frequency`` when it has one)
-   are rewritten by the trained rewriter in pandas UDFs (the model loaded once per Python
-   worker, on the task's GPU when Spark schedules one); drift and format are scored there too.
-2. The query and its candidate rewrite are each embedded by the dual-encoder that embedded the
-   catalog, and their ``k`` nearest listings come from the sharded index over ``embeddings``
-   (the blocker's :func:`~epm_spark.pipeline.block.search_shards`).
+   are embedded by the dual-encoder that embedded the catalog, and their ``k`` nearest listings
+   come from the sharded index over ``embeddings`` (the blocker's
+   :func:`~epm_spark.pipeline.block.search_shards`); the titles of the nearest few are the
+   ``catalog:`` line of the rewriter's prompt when it was trained with one.
+2. The trained rewriter rewrites them in pandas UDFs (the model loaded once per Python worker,
+   on the task's GPU when Spark schedules one); drift and format are scored there too. Each
+   candidate rewrite is searched the same way.
 3. Each ranking's NDCG@k against the query's graded listings (``query_judgments``) is the
    retrieval judge; :func:`~epm_spark.models.rewriter.cache.decide` emits the candidate only
    when it does not make the query worse, else the row keeps the query (``emitted`` false,
@@ -80,6 +82,30 @@ def _rewriter(folder: str, settings, device: str):
     return _REWRITERS[key]
 
 
+def _listing_context(spark: SparkSession, settings: Settings, source: str, originals, nearest, shown: int):
+    """``query, context``: the titles of each query's ``shown`` nearest listings, nearest first, as the
+    rewriter's prompt shows them (:func:`~epm_spark.models.rewriter.retrieval.context_title`)."""
+    from pyspark.sql import functions as F
+
+    top = nearest.filter(F.col("rank") <= shown).select("left_id", "rank", F.col("right_id").alias("product_id"))
+    listings = (delta.read(spark, settings.warehouse, "products", engine=settings.delta.engine)
+                .filter(F.col("source") == source).select("product_id", "title", "brand", "attributes")
+                .join(top.select("product_id").distinct(), "product_id", "left_semi"))
+
+    def titles(batches):
+        from epm_spark.models.rewriter.retrieval import context_title
+
+        for pdf in batches:
+            yield pd.DataFrame({"product_id": pdf["product_id"],
+                                "title": [context_title(r) for r in pdf.to_dict("records")]})
+
+    titled = listings.mapInPandas(titles, "product_id string, title string")
+    return (top.join(titled, "product_id").groupBy("left_id")
+            .agg(F.sort_array(F.collect_list(F.struct("rank", "title"))).alias("_c"))
+            .join(originals.select("left_id", "query"), "left_id")
+            .select("query", F.col("_c.title").alias("context")))
+
+
 def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, model: str, run_id: str,
             source: str | None = None, split: str | None = None, encoder: str | None = None,
             limit: int | None = None) -> RewriteReport:
@@ -114,6 +140,18 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     built, version, encoder_model = catalog_index(spark, settings, source, encoder)
 
     inference, rewards, k = rw.inference, rw.rewards, rw.rewards.k
+    # The query's own k nearest listings: the judge's "original" ranking and, for a rewriter whose
+    # prompt shows them, the titles it reads (searched once, before generation).
+    originals = (queries.select("query", F.lit("original").alias("role"), F.col("query").alias("text"))
+                 .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
+    original_nearest = nearest_listings(spark, settings, originals, built, encoder_model, k).persist(
+        StorageLevel.MEMORY_AND_DISK)
+    shown = int(card.prompt.get("context_listings", 0))
+    if shown > 0:
+        queries = queries.join(_listing_context(spark, settings, source, originals, original_nearest, shown), "query",
+                               "left")
+    else:
+        queries = queries.withColumn("context", F.lit(None).cast("array<string>"))
 
     def generate(batches):
         from epm_spark.models.rewriter.prompt import format_score
@@ -125,7 +163,8 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
                 limit_threads()
                 model_ = _rewriter(folder, inference, task_device(inference.device))
             texts = pdf["query"].tolist()
-            candidates = model_.rewrite(texts)
+            contexts = [[] if c is None else list(c) for c in pdf["context"]] if model_.reads_context else None
+            candidates = model_.rewrite(texts, contexts)
             yield pd.DataFrame({"query": texts, "frequency": pdf["frequency"].to_numpy(), "candidate": candidates,
                                 "drift": [drift(q, c).share for q, c in zip(texts, candidates)],
                                 "format_score": [format_score(c, q, rewards) for q, c in zip(texts, candidates)]})
@@ -138,12 +177,13 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
         # stages would otherwise each run the LLM over the same partitions.
         if candidates.count() == 0:
             candidates.unpersist()
+            original_nearest.unpersist()
             raise InputError(f"table {queries_table!r} holds no queries" + (f" of split {split!r}" if split else ""))
     searched = F.when(F.length(F.trim("candidate")) > 0, F.col("candidate")).otherwise(F.col("query"))
-    texts = (candidates.select("query", F.lit("original").alias("role"), F.col("query").alias("text"))
-             .unionByName(candidates.select("query", F.lit("rewrite").alias("role"), searched.alias("text")))
-             .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
-    ranking = (nearest_listings(spark, settings, texts, built, encoder_model, k)
+    rewrites = (candidates.select("query", F.lit("rewrite").alias("role"), searched.alias("text"))
+                .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
+    texts = originals.unionByName(rewrites)
+    ranking = (original_nearest.unionByName(nearest_listings(spark, settings, rewrites, built, encoder_model, k))
                .groupBy("left_id").agg(F.sort_array(F.collect_list(F.struct("rank", "right_id"))).alias("_top"))
                .select("left_id", F.col("_top.right_id").alias("retrieved")))
     graded_schema = "query string, judged_ids array<string>, judged_grades array<int>"
@@ -205,6 +245,7 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     finally:
         result.unpersist()
         candidates.unpersist()
+        original_nearest.unpersist()
     n = sum(r["n"] for r in stats)
     emitted = [r for r in stats if r["emitted"]]
     judged_emitted = sum(r["gain_n"] for r in emitted)

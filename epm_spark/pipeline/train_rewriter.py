@@ -32,7 +32,8 @@ from epm_spark.errors import InputError
 from epm_spark.io import delta
 from epm_spark.io.schemas import check_partition_value
 
-__all__ = ["read_queries", "read_judgments", "catalog_listings", "build_retrieval_judge", "teach_rewrites",
+__all__ = ["read_queries", "read_judgments", "catalog_listings", "build_retrieval_judge", "build_listing_context",
+           "teach_rewrites",
            "train_rewriter", "latest_rewriter", "TeachRewritesReport", "newest_examples"]
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,13 @@ def build_retrieval_judge(settings: Settings, *, encoder: str | None = None, jud
     return RetrievalJudge.build(model, ids, vectors, judgments, index_settings=settings.block.index,
                                 k=rw.rewards.k, relevant_grade=rw.rewards.relevant_grade,
                                 batch_size=enc.batch_size)
+
+
+def build_listing_context(settings: Settings, judge):
+    """The titles of each query's nearest listings (through ``judge``'s index) that the student's prompt shows."""
+    from epm_spark.models.rewriter.retrieval import ListingContext
+
+    return ListingContext.from_listings(judge, catalog_listings(settings), settings.rewriter.prompt.context_listings)
 
 
 def build_teacher(settings: Settings, kind: str | None = None):
@@ -238,6 +246,11 @@ def train_rewriter(settings: Settings, *, stage: str, init: str | None = None, o
     if out and stage == "all":
         raise InputError("--out names one folder; --stage all writes two (give rewriter.models_dir instead)")
     done = []
+    judgments = judge = context = None
+    if stage in ("rl", "all") or rw.prompt.context_listings > 0:
+        judgments = read_judgments(settings)
+        judge = build_retrieval_judge(settings, encoder=encoder, judgments=judgments)
+        context = build_listing_context(settings, judge) if rw.prompt.context_listings > 0 else None
     if stage in ("distill", "all"):
         from epm_spark.models.rewriter.training import train_distill
 
@@ -251,7 +264,7 @@ def train_rewriter(settings: Settings, *, stage: str, init: str | None = None, o
         info = {"examples_run_id": run, "teachers": train["teacher"].value_counts().to_dict(),
                 "rewrite_examples_version": delta.table_version(settings.warehouse, "rewrite_examples")}
         card = train_distill(train[["query", "rewrite"]], folder, student=rw.student, settings=sft, prompt=rw.prompt,
-                             init=init if stage == "distill" else None, data_info=info)
+                             init=init if stage == "distill" else None, data_info=info, context=context)
         done.append((card, folder))
         init = str(folder)
     if stage in ("rl", "all"):
@@ -261,12 +274,10 @@ def train_rewriter(settings: Settings, *, stage: str, init: str | None = None, o
         start = init or latest_rewriter(rw.models_dir, "distill")
         if start is None:
             raise InputError(f"no distilled rewriter under {rw.models_dir}; run --stage distill first or give --init")
-        judgments = read_judgments(settings)
         queries = read_queries(settings, split="train")
         queries = queries[queries["query"].isin(set(judgments["query"]))]
         if queries.empty:
             raise InputError(f"no train query of {rw.queries_table} has graded listings in {rw.judgments_table}")
-        judge = build_retrieval_judge(settings, encoder=encoder, judgments=judgments)
         endpoint_judge = None
         if rw.rewards.w_judge > 0:
             from epm_spark.models.matcher.supervision.endpoint import ChatEndpoint
@@ -282,6 +293,6 @@ def train_rewriter(settings: Settings, *, stage: str, init: str | None = None, o
                                                                                   rw.judgments_table, "products")}}
         card = train_rewriter_rl(queries["query"].tolist(), str(start), folder, judge=judge,
                                  reward_funcs=rewards.funcs, reward_weights=rewards.weights, settings=rl,
-                                 data_info=info)
+                                 data_info=info, context=context)
         done.append((card, folder))
     return done

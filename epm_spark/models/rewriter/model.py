@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from epm_spark import __version__
+from epm_spark.errors import InputError
 from epm_spark.models.matcher.model_folder import is_model_folder, read_card, write_card
 from epm_spark.models.rewriter.prompt import clean_rewrite, normalise_query, render_prompt
 from epm_spark.models.rewriter.settings import RewriteInferenceSettings, RewritePromptSettings
@@ -104,19 +105,35 @@ class Rewriter:
     def load(cls, path: str, settings: RewriteInferenceSettings | None = None) -> Rewriter:
         settings = settings or RewriteInferenceSettings()
         model, tokenizer, card = load_rewriter_model(path, device=settings.device, dtype=settings.dtype)
-        prompt = RewritePromptSettings(**card.prompt) if card and card.prompt else RewritePromptSettings()
+        # A card written before prompts showed listings has no context_listings: it saw the query alone.
+        prompt = (RewritePromptSettings(**{"context_listings": 0, **card.prompt}) if card and card.prompt
+                  else RewritePromptSettings())
         return cls(model, tokenizer, prompt=prompt, settings=settings, card=card,
                    name=f"zero-shot:{Path(path).name or path}")
 
-    def rewrite(self, queries: list[str], *, show_progress: bool = False) -> list[str]:
-        """One rewrite per query, ``""`` where the answer held none."""
+    @property
+    def reads_context(self) -> bool:
+        """Whether its prompt shows the query's nearest listings (``rewrite`` then needs ``contexts``)."""
+        return self.prompt.context_listings > 0
+
+    def rewrite(self, queries: list[str], contexts: list[list[str]] | None = None, *,
+                show_progress: bool = False) -> list[str]:
+        """One rewrite per query, ``""`` where the answer held none. ``contexts``: each query's nearest
+        listing titles (:class:`~epm_spark.models.rewriter.retrieval.ListingContext`), for a rewriter
+        trained with them."""
         from epm_spark.models.matcher.student.inference import generate_texts
 
         if not queries:
             return []
+        if self.reads_context and contexts is None:
+            raise InputError(f"rewriter {self.model_version} was trained with the nearest listings in its prompt "
+                             "(prompt.context_listings); give each query's listing titles")
+        if contexts is not None and len(contexts) != len(queries):
+            raise InputError(f"{len(contexts)} listing contexts for {len(queries)} queries")
         start = time.perf_counter()
-        prompts = [render_prompt(self.tokenizer, normalise_query(q, self.prompt.max_query_chars), self.prompt)
-                   for q in queries]
+        contexts = contexts if self.reads_context else [[] for _ in queries]
+        prompts = [render_prompt(self.tokenizer, normalise_query(q, self.prompt.max_query_chars), self.prompt, c)
+                   for q, c in zip(queries, contexts)]
         texts, _ = generate_texts(self.model, self.tokenizer, prompts, max_new_tokens=self.settings.max_new_tokens,
                                   batch_size=self.settings.batch_size, show_progress=show_progress,
                                   desc="rewriting")

@@ -3,17 +3,23 @@
     <|im_start|>system
     Rewrite the shopper's search query in the catalog's words: ... Reply with the query only.<|im_end|>
     <|im_start|>user
-    smasung 870 evo 1 tb<|im_end|>
+    smasung 870 evo 1 tb
+    catalog: samsung 870 evo 1tb sata ssd | samsung 870 qvo 1tb ssd | crucial mx500 1tb ssd<|im_end|>
     <|im_start|>assistant
     samsung 870 evo 1tb ssd<|im_end|>
 
-About 45 prompt tokens and a dozen completion tokens with SmolLM2's tokenizer: short enough that
+The ``catalog:`` line holds the short titles of the query's nearest listings (the dual-encoder's,
+``prompt.context_listings`` of them): pseudo-relevance feedback (Rocchio, 1971; Lavrenko & Croft,
+2001) in the prompt. A small student cannot know that ``010-00715-30`` is a Garmin GPS for a
+product it never saw; it can learn to copy the brand and product words a matching listing shows.
+About 90 prompt tokens and a dozen completion tokens with SmolLM2's tokenizer: short enough that
 a GRPO step of 16 samples takes seconds on a CPU.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from epm_spark.models.rewriter.settings import RewritePromptSettings, RewriteRewardSettings
@@ -38,15 +44,24 @@ def words(text: str) -> list[str]:
     return text.split()
 
 
-def rewrite_messages(query: str, settings: RewritePromptSettings | None = None) -> list[dict[str, str]]:
+def rewrite_messages(query: str, settings: RewritePromptSettings | None = None,
+                     context: Sequence[str] = ()) -> list[dict[str, str]]:
+    """The chat messages of one query; ``context``: titles of its nearest listings, nearest first (the
+    first ``settings.context_listings`` are shown)."""
     settings = settings or RewritePromptSettings()
-    return [{"role": "system", "content": settings.system},
-            {"role": "user", "content": normalise_query(query, settings.max_query_chars)}]
+    user = normalise_query(query, settings.max_query_chars)
+    shown = [t for t in (normalise_query(c, settings.context_chars) for c in list(context)[:settings.context_listings])
+             if t]
+    if shown:
+        user += "\ncatalog: " + " | ".join(t.replace("|", " ") for t in shown)
+    return [{"role": "system", "content": settings.system}, {"role": "user", "content": user}]
 
 
-def render_prompt(tokenizer, query: str, settings: RewritePromptSettings | None = None) -> str:
+def render_prompt(tokenizer, query: str, settings: RewritePromptSettings | None = None,
+                  context: Sequence[str] = ()) -> str:
     """The prompt text, ending where the assistant's answer begins."""
-    return tokenizer.apply_chat_template(rewrite_messages(query, settings), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(rewrite_messages(query, settings, context), tokenize=False,
+                                         add_generation_prompt=True)
 
 
 def _strip(text: str) -> str:

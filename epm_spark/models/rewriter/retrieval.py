@@ -26,7 +26,8 @@ from epm_spark.errors import InputError
 from epm_spark.models.rewriter.prompt import normalise_query
 from epm_spark.models.search.evaluation import ndcg_at_k
 
-__all__ = ["ndcg_of_ranking", "recall_of_ranking", "grades_by_query", "RetrievalJudge"]
+__all__ = ["ndcg_of_ranking", "recall_of_ranking", "grades_by_query", "RetrievalJudge", "context_title",
+           "ListingContext"]
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +118,48 @@ class RetrievalJudge:
     def gain(self, rewrites: Sequence[str], queries: Sequence[str]) -> np.ndarray:
         """NDCG@k(rewrite) - NDCG@k(query); NaN for queries without graded listings."""
         return self.ndcg(rewrites, queries) - self.ndcg(list(queries), queries)
+
+
+def context_title(listing: Mapping[str, object]) -> str:
+    """A listing as the rewriter's prompt shows it: brand (when the title lacks it) and the title without
+    seller noise, lower case."""
+    from epm_spark.models.matcher.supervision.attributes import extract
+
+    attrs = extract(listing)
+    title = (attrs.clean_title or attrs.title).lower()
+    brand = (attrs.brand or "").lower()
+    return f"{brand} {title}" if brand and brand not in title else title
+
+
+class ListingContext:
+    """Queries -> the titles of their nearest listings, nearest first: the ``catalog:`` line of the prompt.
+
+    ``retriever``: anything with ``retrieve(texts) -> [[product id, ...], ...]`` (a
+    :class:`RetrievalJudge`); ``listings``: product id -> its ``products`` row, made a
+    :func:`context_title` when first shown (a catalog of millions is not read in full).
+    """
+
+    def __init__(self, retriever, listings: Mapping[str, Mapping[str, object]], n: int):
+        self.retriever, self.listings, self.n = retriever, listings, n
+        self._titles: dict[str, str] = {}
+
+    @classmethod
+    def from_listings(cls, retriever, listings: pd.DataFrame, n: int) -> ListingContext:
+        return cls(retriever, dict(zip(listings["product_id"].astype(str), listings.to_dict("records"))), n)
+
+    def with_listings(self, n: int) -> ListingContext:
+        """The same retrieval and titles, showing ``n`` listings."""
+        other = ListingContext(self.retriever, self.listings, n)
+        other._titles = self._titles
+        return other
+
+    def title(self, product_id: str) -> str:
+        if product_id not in self._titles:
+            self._titles[product_id] = context_title(self.listings[product_id])
+        return self._titles[product_id]
+
+    def __call__(self, queries: Sequence[str]) -> list[list[str]]:
+        if self.n <= 0:
+            return [[] for _ in queries]
+        ranked = self.retriever.retrieve([normalise_query(q, 10_000) for q in queries])
+        return [[self.title(p) for p in ids if p in self.listings][: self.n] for ids in ranked]

@@ -42,10 +42,16 @@ class RewritePromptSettings:
     system: str = REWRITE_SYSTEM
     # Queries are cut to this many characters (a pasted title is no query).
     max_query_chars: int = 120
+    # Titles of the query's nearest listings shown after it (``catalog: a | b | c``), each cut to
+    # context_chars: the brand and product words a rewrite can borrow. 0 shows the query alone.
+    context_listings: int = 3
+    context_chars: int = 60
 
     def __post_init__(self) -> None:
         _check(bool(self.system.strip()), "rewriter.prompt.system must not be empty")
         _check(self.max_query_chars >= 8, "rewriter.prompt.max_query_chars must be >= 8")
+        _check(self.context_listings >= 0, "rewriter.prompt.context_listings must be >= 0")
+        _check(self.context_chars >= 8, "rewriter.prompt.context_chars must be >= 8")
 
 
 @dataclass

@@ -4,7 +4,8 @@ Both run the matcher student's trainers (:func:`~epm_spark.models.matcher.studen
 :func:`~epm_spark.models.matcher.student.training.run_grpo`) on this task's data:
 
 * **distill**: one example per (query, teacher rewrite): the chat prompt of
-  :func:`~epm_spark.models.rewriter.prompt.rewrite_messages` and the rewrite as the answer,
+  :func:`~epm_spark.models.rewriter.prompt.rewrite_messages` (the query and, when the prompt
+  shows them, its nearest listings' titles) and the rewrite as the answer,
   loss on the answer tokens only::
 
       L = - sum_{t in rewrite} log p(y_t | prompt, y_<t) / |rewrite tokens|
@@ -46,7 +47,21 @@ __all__ = ["distill_examples", "train_distill", "select_rl_queries", "train_rewr
 log = logging.getLogger(__name__)
 
 
-def distill_examples(frame: pd.DataFrame, tokenizer, prompt: RewritePromptSettings, max_length: int | None = None):
+# Queries -> the titles of each one's nearest listings (a ListingContext), for prompts that show them.
+Context = Callable[[Sequence[str]], list[list[str]]]
+
+
+def _contexts(queries: Sequence[str], prompt: RewritePromptSettings, context: Context | None) -> list[list[str]]:
+    if prompt.context_listings <= 0:
+        return [[] for _ in queries]
+    if context is None:
+        raise InputError("the rewriter prompt shows the nearest listings (rewriter.prompt.context_listings > 0) "
+                         "but no listing context was given")
+    return context(list(queries))
+
+
+def distill_examples(frame: pd.DataFrame, tokenizer, prompt: RewritePromptSettings, max_length: int | None = None,
+                     context: Context | None = None):
     """A tokenized ``datasets.Dataset`` (input_ids, completion_mask) from ``query, rewrite`` rows."""
     from datasets import Dataset
 
@@ -56,11 +71,12 @@ def distill_examples(frame: pd.DataFrame, tokenizer, prompt: RewritePromptSettin
     if missing:
         raise InputError(f"distill examples lack columns {sorted(missing)}")
     rows = []
-    for query, rewrite in zip(frame["query"], frame["rewrite"]):
+    contexts = _contexts(frame["query"].tolist(), prompt, context)
+    for query, rewrite, shown in zip(frame["query"], frame["rewrite"], contexts):
         answer = clean_rewrite(rewrite if isinstance(rewrite, str) else "")
         if not answer:
             continue  # a teacher failure teaches nothing
-        example = chat_training_example(tokenizer, rewrite_messages(query, prompt), answer)
+        example = chat_training_example(tokenizer, rewrite_messages(query, prompt, shown), answer)
         if max_length and len(example["input_ids"]) > max_length:
             continue  # cut, it would teach a rewrite without its end
         rows.append({"input_ids": example["input_ids"], "completion_mask": example["completion_mask"]})
@@ -91,8 +107,10 @@ def _start(init: str, prompt: RewritePromptSettings | None, bf16: bool):
 
 def train_distill(examples: pd.DataFrame, out: str | Path, *, student: str = "packaged:smollm2",
                   settings: RewriteSFTSettings | None = None, prompt: RewritePromptSettings | None = None,
-                  init: str | None = None, data_info: dict[str, Any] | None = None) -> RewriterCard:
-    """LoRA SFT of ``student`` (or of the rewriter folder ``init``) on ``query, rewrite`` rows."""
+                  init: str | None = None, data_info: dict[str, Any] | None = None,
+                  context: Context | None = None) -> RewriterCard:
+    """LoRA SFT of ``student`` (or of the rewriter folder ``init``) on ``query, rewrite`` rows; ``context``
+    gives each query's nearest listing titles when the prompt shows them."""
     settings = settings or RewriteSFTSettings()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +120,7 @@ def train_distill(examples: pd.DataFrame, out: str | Path, *, student: str = "pa
     if settings.max_examples is not None and len(frame) > settings.max_examples:
         frame = frame.sample(n=settings.max_examples, random_state=settings.seed)
     frame = frame.sample(frac=1.0, random_state=settings.seed).reset_index(drop=True)
-    dataset = distill_examples(frame, start.tokenizer, start.prompt, settings.max_length)
+    dataset = distill_examples(frame, start.tokenizer, start.prompt, settings.max_length, context)
     trainer, result, progress_log, resume = run_sft(start, dataset, out, settings, finished=is_rewriter_folder)
     training = {"stage": "distill", "init": init or student, "examples": len(dataset),
                 "tokens": int(sum(len(x) for x in dataset["input_ids"])), "steps": result.global_step,
@@ -135,11 +153,11 @@ def select_rl_queries(queries: Sequence[str], original_ndcg: np.ndarray, n: int,
 def train_rewriter_rl(queries: Sequence[str], init: str, out: str | Path, *, judge,
                       reward_funcs: Sequence[Callable], reward_weights: Sequence[float],
                       settings: RewriteRLSettings | None = None,
-                      data_info: dict[str, Any] | None = None) -> RewriterCard:
+                      data_info: dict[str, Any] | None = None, context: Context | None = None) -> RewriterCard:
     """GRPO from the rewriter folder ``init`` (the distilled model) on training ``queries``.
 
     ``judge``: the :class:`~epm_spark.models.rewriter.retrieval.RetrievalJudge` that picks the
-    prompts (and, inside ``reward_funcs``, scores the samples).
+    prompts (and, inside ``reward_funcs``, scores the samples); ``context``: as for :func:`train_distill`.
     """
     from datasets import Dataset
 
@@ -158,7 +176,8 @@ def train_rewriter_rl(queries: Sequence[str], init: str, out: str | Path, *, jud
         pool = sorted(rng.choice(pool, size=settings.pool, replace=False).tolist())
     chosen = select_rl_queries(pool, judge.ndcg(pool, pool), settings.max_steps * settings.prompts_per_step,
                                hard_share=settings.hard_share, seed=settings.seed)
-    dataset = Dataset.from_dict({"prompt": [rewrite_messages(q, start.prompt) for q in chosen["query"]],
+    shown = _contexts(chosen["query"].tolist(), start.prompt, context)
+    dataset = Dataset.from_dict({"prompt": [rewrite_messages(q, start.prompt, c) for q, c in zip(chosen["query"], shown)],
                                  "query": chosen["query"].tolist()})
     pool_seconds = time.monotonic() - started
     trainer, result, progress_log, resume = run_grpo(start, dataset, out, settings, reward_funcs=reward_funcs,
