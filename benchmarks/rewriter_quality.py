@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     def step(name: str, *verb: str, capture: bool = False) -> str:
         start = time.monotonic()
         out = io.StringIO()
-        with contextlib.redirect_stdout(out) if capture else contextlib.nullcontext():
+        # stdout carries only the JSON: the verbs' own reports go to stderr with the logs.
+        with contextlib.redirect_stdout(out if capture else sys.stderr):
             code = epm([*base, *verb])
         seconds[name] = round(time.monotonic() - start, 1)
         if code != 0:

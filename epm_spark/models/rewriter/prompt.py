@@ -4,15 +4,15 @@
     Rewrite the shopper's search query in the catalog's words: ... Reply with the query only.<|im_end|>
     <|im_start|>user
     smasung 870 evo 1 tb
-    catalog: samsung 870 evo 1tb sata ssd | samsung 870 qvo 1tb ssd | crucial mx500 1tb ssd<|im_end|>
+    catalog: wd scorpio red nas wd10jfcx 1tb | samsung 860 evo mz-76e1t0b/am 1 tb solid state drive | ...<|im_end|>
     <|im_start|>assistant
-    samsung 870 evo 1tb ssd<|im_end|>
+    samsung 870 evo 1tb<|im_end|>
 
 The ``catalog:`` line holds the short titles of the query's nearest listings (the dual-encoder's,
 ``prompt.context_listings`` of them): pseudo-relevance feedback (Rocchio, 1971; Lavrenko & Croft,
-2001) in the prompt. A small student cannot know that ``010-00715-30`` is a Garmin GPS for a
+2001) in the prompt. A small student cannot know that ``010-00718-40`` is a Garmin GPS for a
 product it never saw; it can learn to copy the brand and product words a matching listing shows.
-About 90 prompt tokens and a dozen completion tokens with SmolLM2's tokenizer: short enough that
+About 95 prompt tokens and a dozen completion tokens with SmolLM2's tokenizer: short enough that
 a GRPO step of 16 samples takes seconds on a CPU.
 """
 

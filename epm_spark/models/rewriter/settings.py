@@ -101,7 +101,7 @@ def _top_layers() -> LoraSettings:
 
 @dataclass
 class RewriteSFTSettings(SFTSettings):
-    """The distill stage: the matcher's SFT knobs, defaults sized for ~70-token query examples."""
+    """The distill stage: the matcher's SFT knobs, defaults sized for ~100-token query examples."""
 
     lora: LoraSettings = field(default_factory=_top_layers)
     learning_rate: float = 3e-4
@@ -110,7 +110,7 @@ class RewriteSFTSettings(SFTSettings):
     gradient_accumulation: int = 1
     max_examples: int | None = None
     positive_share: float | None = None
-    max_length: int = 128
+    max_length: int = 160  # the query, three listing titles and the rewrite: 99% of examples fit
     logging_steps: int = 10
     save_steps: int = 40
 
