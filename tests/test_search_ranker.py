@@ -9,7 +9,7 @@ import torch
 
 from encoder_tiny import save_tiny
 from epm_spark.errors import ConfigError, InputError
-from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, multitask_loss, read_card
+from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, read_card
 from epm_spark.models.search.settings import RankerSettings
 from epm_spark.models.search.train import COUNT_COLUMNS, aggregate_events, fit, training_pairs
 
@@ -46,6 +46,38 @@ def test_loss_is_the_normalised_binomial_likelihood():
     assert parts["click"] == pytest.approx(nll / 0.5, rel=1e-5)
     assert float(total) == pytest.approx(2 * nll / 0.5, rel=1e-5)
     assert base_entropy(0.5) == pytest.approx(math.log(2))
+
+
+def test_listwise_loss_is_the_top_one_cross_entropy_per_query():
+    # Two queries: (a, b) with click rates 0.3 and 0.1, (c) alone; the single listing adds nothing.
+    logits = {"click": torch.tensor([2.0, 0.0, 1.0])}
+    n, k = torch.tensor([10.0, 10.0, 10.0]), {"click": torch.tensor([3.0, 1.0, 5.0])}
+    groups = torch.tensor([0, 0, 1])
+    total, parts = listwise_loss(logits, n, k, groups, weights={"click": 2.0}, chain=False)
+    lp = torch.nn.functional.logsigmoid(logits["click"][:2])
+    expected = -(torch.tensor([0.75, 0.25]) * torch.log_softmax(lp, 0)).sum() / math.log(2)
+    assert parts["click"] == pytest.approx(float(expected), rel=1e-5) and float(total) == pytest.approx(2 * parts["click"])
+    flipped, _ = listwise_loss({"click": torch.tensor([0.0, 2.0, 1.0])}, n, k, groups, weights={}, chain=False)
+    assert float(flipped) > parts["click"], "ranking the rarer-clicked listing first must cost more"
+    none, none_parts = listwise_loss(logits, n, {"click": torch.zeros(3)}, groups, weights={}, chain=False)
+    assert float(none) == 0.0 and none_parts == {}
+
+
+def test_listwise_training_batches_whole_queries_and_reports_its_terms(tiny_backbone):
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=12, learning_rate=1e-3, head_learning_rate=1e-2,
+                              warmup_ratio=0.0, bf16=False, listwise_weight=1.0)
+    from epm_spark.models.search.train import _query_batches
+
+    frame = pairs_frame()
+    batches = _query_batches(frame, 12, np.random.default_rng(0))
+    for _ in range(6):
+        idx = next(batches)
+        queries = frame["query"].to_numpy()[idx]
+        assert all((frame["query"] == q).sum() == (queries == q).sum() for q in set(queries)), "a query was split"
+    info = fit(MultiTaskRanker.from_backbone(settings), frame, settings, max_steps=20)
+    assert {"list_click", "list_cart", "list_purchase"} <= set(info["loss_history"][0])
+    with pytest.raises(ConfigError, match="listwise_weight"):
+        RankerSettings(listwise_weight=-1.0)
 
 
 def test_chain_probabilities_are_nested(tiny_backbone):

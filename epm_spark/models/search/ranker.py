@@ -27,6 +27,15 @@ the task's base rate so that a task with rare events is not drowned by a frequen
     H_t = -[q_t log q_t + (1 - q_t) log(1 - q_t)],  q_t = sum_i k_ti / sum_i n_i  (training set)
     L   = sum_t w_t L_t / H_t
 
+With ``ranker.listwise_weight`` > 0 the batches hold whole queries and each task adds a listwise
+term (ListNet's top-one cross-entropy, Cao et al. 2007, https://doi.org/10.1145/1273496.1273513):
+over the listings ``i`` of a query ``g`` with at least one event, the observed rates
+``y_ti = (k_ti / n_i) / sum_{j in g} k_tj / n_j`` against the softmax of the head's log-probabilities,
+divided by ``log |g|`` (the loss of a uniform ranking) so that long and short lists weigh alike:
+
+    LL_t = mean_g [ -sum_{i in g} y_ti log softmax_g(log p_t)_i / log |g| ]
+    L    = sum_t w_t (L_t / H_t + lambda LL_t)
+
 A model folder (``models/ranker/<name>-v<N>/``) holds ``ranker.json`` (the card), the
 fine-tuned encoder in ``encoder/`` and the towers in ``heads.safetensors``.
 """
@@ -52,7 +61,7 @@ from epm_spark.models.precision import bf16_available
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
 
-__all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "base_entropy", "product_texts", "read_card", "blend",
+__all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "listwise_loss", "base_entropy", "product_texts", "read_card", "blend",
            "CARD_FILE", "variant_name"]
 
 log = logging.getLogger(__name__)
@@ -140,6 +149,31 @@ def multitask_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor
         normalised = nll / entropies[task]
         parts[task] = float(normalised.detach())
         total = total + weights.get(task, 1.0) * normalised
+    return total, parts
+
+
+def listwise_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor, counts: Mapping[str, torch.Tensor],
+                  groups: torch.Tensor, *, weights: Mapping[str, float], chain: bool) -> tuple[torch.Tensor, dict[str, float]]:
+    """``sum_t w_t LL_t`` (module docstring) over the query groups of a batch (``groups``: one query index per row);
+    returns the total and each ``LL_t``. Groups of one listing or without an event of ``t`` add nothing."""
+    n = impressions.float().clamp(min=1.0)
+    log_p = _log_probabilities(logits, chain)
+    total = torch.zeros((), device=n.device)
+    parts: dict[str, float] = {}
+    members = [groups == g for g in torch.unique(groups)]
+    for task, lp in log_p.items():
+        rate = counts[task].float() / n
+        terms = []
+        for m in members:
+            size = int(m.sum())
+            y = rate[m]
+            if size < 2 or float(y.sum()) <= 0:
+                continue
+            terms.append(-(y / y.sum() * torch.log_softmax(lp[m], dim=0)).sum() / math.log(size))
+        if terms:
+            value = torch.stack(terms).mean()
+            parts[task] = float(value.detach())
+            total = total + weights.get(task, 1.0) * value
     return total, parts
 
 

@@ -41,6 +41,8 @@ class RankerSettings:
     chain: bool = False
     # The blended score `rank` orders by: a weighted sum of the heads' probabilities.
     blend: dict[str, float] = field(default_factory=lambda: {"click": 0.2, "cart": 0.3, "purchase": 0.5})
+    # Weight lambda of the listwise term (ListNet top-one, per query; docs/ranker.md); 0 trains pointwise only.
+    listwise_weight: float = 0.0
     max_length: int = 64
     tower_hidden: int = 128
     # Fine-tune only the top N transformer layers (embeddings and lower layers frozen: backpropagation
@@ -87,6 +89,8 @@ class RankerSettings:
                 raise ConfigError(f"ranker.{name} must be > 0")
         if self.train_layers < 0:
             raise ConfigError("ranker.train_layers must be >= 0 (0: all layers)")
+        if self.listwise_weight < 0:
+            raise ConfigError("ranker.listwise_weight must be >= 0")
         if self.epochs <= 0 or self.learning_rate <= 0 or self.head_learning_rate <= 0:
             raise ConfigError("ranker epochs and learning rates must be > 0")
         if not 0.0 <= self.warmup_ratio < 1.0:

@@ -21,7 +21,9 @@ import torch
 from epm_spark.errors import InputError
 from epm_spark.models.precision import bf16_available
 from epm_spark.models.search.queries import query_split
-from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, multitask_loss, product_texts
+from epm_spark.models.search.ranker import (
+    MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, product_texts,
+)
 from epm_spark.models.search.settings import RankerSettings
 from epm_spark.progress import progress
 
@@ -115,6 +117,32 @@ def freeze_lower_layers(model: MultiTaskRanker, train_layers: int) -> int:
     return train_layers
 
 
+def _pair_batches(n: int, batch_size: int, rng: np.random.Generator):
+    """Index arrays of ``batch_size`` pairs, each epoch a fresh permutation."""
+    order = np.array([], dtype=int)
+    while True:
+        if len(order) < batch_size:
+            order = np.concatenate([order, rng.permutation(n)])
+        idx, order = order[:batch_size], order[batch_size:]
+        yield idx
+
+
+def _query_batches(pairs: pd.DataFrame, batch_size: int, rng: np.random.Generator):
+    """Index arrays of whole queries (for the listwise term), about ``batch_size`` pairs each."""
+    groups = list(pairs.groupby("query", sort=True).indices.values())
+    while True:
+        idx: list[np.ndarray] = []
+        size = 0
+        for g in rng.permutation(len(groups)):
+            idx.append(groups[g])
+            size += len(groups[g])
+            if size >= batch_size:
+                yield np.concatenate(idx)
+                idx, size = [], 0
+        if idx:
+            yield np.concatenate(idx)
+
+
 def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *,
         max_steps: int | None = None) -> dict[str, Any]:
     """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records."""
@@ -162,19 +190,26 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     start = time.monotonic()
-    order = np.array([], dtype=int)
+    listwise = settings.listwise_weight > 0
+    batches = _query_batches(pairs, settings.batch_size, rng) if listwise else _pair_batches(len(pairs), settings.batch_size, rng)
+    query_index = pd.factorize(pairs["query"])[0]
     bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
     for step in bar:
-        if len(order) < settings.batch_size:
-            order = np.concatenate([order, rng.permutation(len(pairs))])
-        idx, order = order[:settings.batch_size], order[settings.batch_size:]
+        idx = next(batches)
         batch = model.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
         if sims is not None:
             batch["similarity"] = sims[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(**batch)
-        loss, parts = multitask_loss(logits, n[idx].to(device), {t: c[idx].to(device) for t, c in counts.items()},
+        batch_counts = {t: c[idx].to(device) for t, c in counts.items()}
+        loss, parts = multitask_loss(logits, n[idx].to(device), batch_counts,
                                      weights=settings.task_weights, entropies=entropies, chain=model.card.chain)
+        if listwise:
+            lw, lw_parts = listwise_loss(logits, n[idx].to(device), batch_counts,
+                                         torch.as_tensor(query_index[idx], device=device),
+                                         weights=settings.task_weights, chain=model.card.chain)
+            loss = loss + settings.listwise_weight * lw
+            parts.update({f"list_{t}": v for t, v in lw_parts.items()})
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -182,7 +217,8 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
         scheduler.step()
         window.append({"loss": float(loss.detach()), **parts})
         if len(window) == 20 or step == steps - 1:
-            history.append({k: round(float(np.mean([w[k] for w in window])), 4) for k in window[0]})
+            keys = sorted({k for w in window for k in w})  # a batch without an event has no listwise part
+            history.append({k: round(float(np.mean([w[k] for w in window if k in w])), 4) for k in keys})
             window = []
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=history[-1]["loss"])
