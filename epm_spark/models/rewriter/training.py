@@ -177,7 +177,8 @@ def train_rewriter_rl(queries: Sequence[str], init: str, out: str | Path, *, jud
     chosen = select_rl_queries(pool, judge.ndcg(pool, pool), settings.max_steps * settings.prompts_per_step,
                                hard_share=settings.hard_share, seed=settings.seed)
     shown = _contexts(chosen["query"].tolist(), start.prompt, context)
-    dataset = Dataset.from_dict({"prompt": [rewrite_messages(q, start.prompt, c) for q, c in zip(chosen["query"], shown)],
+    dataset = Dataset.from_dict({"prompt": [rewrite_messages(q, start.prompt, c)
+                                            for q, c in zip(chosen["query"], shown)],
                                  "query": chosen["query"].tolist()})
     pool_seconds = time.monotonic() - started
     trainer, result, progress_log, resume = run_grpo(start, dataset, out, settings, reward_funcs=reward_funcs,

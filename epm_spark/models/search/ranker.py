@@ -61,8 +61,8 @@ from epm_spark.models.precision import bf16_available
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
 
-__all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "listwise_loss", "base_entropy", "product_texts", "read_card", "blend",
-           "CARD_FILE", "variant_name"]
+__all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "listwise_loss", "base_entropy", "product_texts",
+           "read_card", "blend", "CARD_FILE", "variant_name"]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,8 @@ def multitask_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor
 
 
 def listwise_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor, counts: Mapping[str, torch.Tensor],
-                  groups: torch.Tensor, *, weights: Mapping[str, float], chain: bool) -> tuple[torch.Tensor, dict[str, float]]:
+                  groups: torch.Tensor, *, weights: Mapping[str, float], chain: bool
+                  ) -> tuple[torch.Tensor, dict[str, float]]:
     """``sum_t w_t LL_t`` (module docstring) over the query groups of a batch (``groups``: one query index per row);
     returns the total and each ``LL_t``. Groups of one listing or without an event of ``t`` add nothing."""
     n = impressions.float().clamp(min=1.0)

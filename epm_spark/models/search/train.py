@@ -191,7 +191,8 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     window: list[dict[str, float]] = []
     start = time.monotonic()
     listwise = settings.listwise_weight > 0
-    batches = _query_batches(pairs, settings.batch_size, rng) if listwise else _pair_batches(len(pairs), settings.batch_size, rng)
+    batches = (_query_batches(pairs, settings.batch_size, rng) if listwise
+               else _pair_batches(len(pairs), settings.batch_size, rng))
     query_index = pd.factorize(pairs["query"])[0]
     bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
     for step in bar:
