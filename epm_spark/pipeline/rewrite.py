@@ -112,7 +112,7 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
-    from epm_spark.models.rewriter.model import read_rewriter_card
+    from epm_spark.models.rewriter.model import card_prompt, read_rewriter_card
     from epm_spark.pipeline.block import limit_threads
     from epm_spark.pipeline.embed import task_device
     from epm_spark.pipeline.query_search import catalog_index, nearest_listings, query_table
@@ -146,7 +146,7 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
                  .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
     original_nearest = nearest_listings(spark, settings, originals, built, encoder_model, k).persist(
         StorageLevel.MEMORY_AND_DISK)
-    shown = int(card.prompt.get("context_listings", 0))
+    shown = card_prompt(**card.prompt).context_listings
     if shown > 0:
         queries = queries.join(_listing_context(spark, settings, source, originals, original_nearest, shown), "query",
                                "left")

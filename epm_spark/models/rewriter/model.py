@@ -31,7 +31,7 @@ from epm_spark.models.matcher.model_folder import is_model_folder, read_card, wr
 from epm_spark.models.rewriter.prompt import clean_rewrite, normalise_query, render_prompt
 from epm_spark.models.rewriter.settings import RewriteInferenceSettings, RewritePromptSettings
 
-__all__ = ["CARD_FILE", "RewriterCard", "is_rewriter_folder", "read_rewriter_card", "write_rewriter_card",
+__all__ = ["CARD_FILE", "RewriterCard", "card_prompt", "is_rewriter_folder", "read_rewriter_card", "write_rewriter_card",
            "load_rewriter_model", "Rewriter", "adapter_digest"]
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,12 @@ def write_rewriter_card(folder: str | Path, card: RewriterCard) -> Path:
     return write_card(folder, card, CARD_FILE)
 
 
+def card_prompt(**fields: Any) -> RewritePromptSettings:
+    """The prompt a rewriter card records. A card written before prompts showed listings has no
+    ``context_listings``: it saw the query alone."""
+    return RewritePromptSettings(**{"context_listings": 0, **fields})
+
+
 def adapter_digest(folder: Path, adapters: list[str]) -> str:
     """Short hash of the adapters' weights, in order: two trainings never share a model_version."""
     digest = hashlib.sha256()
@@ -105,9 +111,7 @@ class Rewriter:
     def load(cls, path: str, settings: RewriteInferenceSettings | None = None) -> Rewriter:
         settings = settings or RewriteInferenceSettings()
         model, tokenizer, card = load_rewriter_model(path, device=settings.device, dtype=settings.dtype)
-        # A card written before prompts showed listings has no context_listings: it saw the query alone.
-        prompt = (RewritePromptSettings(**{"context_listings": 0, **card.prompt}) if card and card.prompt
-                  else RewritePromptSettings())
+        prompt = card_prompt(**card.prompt) if card else RewritePromptSettings()
         return cls(model, tokenizer, prompt=prompt, settings=settings, card=card,
                    name=f"zero-shot:{Path(path).name or path}")
 

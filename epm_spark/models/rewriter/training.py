@@ -37,7 +37,7 @@ from epm_spark.models.matcher.student.training import (
     rl_metrics, run_grpo, run_sft, save_adapters, starting_point, use_bf16,
 )
 from epm_spark.models.rewriter.model import (
-    RewriterCard, adapter_digest, is_rewriter_folder, load_rewriter_model, write_rewriter_card,
+    RewriterCard, adapter_digest, card_prompt, is_rewriter_folder, load_rewriter_model, write_rewriter_card,
 )
 from epm_spark.models.rewriter.prompt import clean_rewrite, normalise_query, rewrite_messages
 from epm_spark.models.rewriter.settings import RewritePromptSettings, RewriteRLSettings, RewriteSFTSettings
@@ -102,7 +102,9 @@ def _finish(folder: Path, *, stage: str, start, trainer, training: dict[str, Any
 
 
 def _start(init: str, prompt: RewritePromptSettings | None, bf16: bool):
-    return starting_point(init, prompt, bf16=bf16, load=load_rewriter_model, prompt_type=RewritePromptSettings)
+    # A fresh student takes ``prompt``; a rewriter folder keeps the prompt its card records.
+    return starting_point(init, prompt or RewritePromptSettings(), bf16=bf16, load=load_rewriter_model,
+                          prompt_type=card_prompt)
 
 
 def train_distill(examples: pd.DataFrame, out: str | Path, *, student: str = "packaged:smollm2",

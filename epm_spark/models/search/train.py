@@ -193,7 +193,7 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     listwise = settings.listwise_weight > 0
     batches = (_query_batches(pairs, settings.batch_size, rng) if listwise
                else _pair_batches(len(pairs), settings.batch_size, rng))
-    query_index = pd.factorize(pairs["query"])[0]
+    query_index = pd.factorize(pairs["query"])[0] if listwise else None
     bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
     for step in bar:
         idx = next(batches)
