@@ -292,3 +292,55 @@ def test_spark_match_job_runs_the_cascade(spark, tmp_path, trained):
     model_rows = matches[matches.decided_by != "floor"]
     assert model_rows.decision_json.notna().all() and model_rows.probability.between(0, 1).all()
     assert sum(report.decided_by.values()) == len(candidates)
+
+
+def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark, tmp_path, trained):
+    """The job's two passes give every pair the standing the in-process cascade computes over all candidates."""
+    import shutil
+
+    from epm_spark.config import load_settings
+    from epm_spark.io.delta import read_pandas, write_pandas
+    from epm_spark.io.schemas import CANDIDATES
+    from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES
+    from epm_spark.pipeline.match import match
+
+    settings, trained_out, _ = trained
+    # The tiny valid split has one candidate per listing, so its fitted standing weights are ~0:
+    # give them weight here, and score in fp32 so batch composition hardly moves a probability (the
+    # tiny model's logits spread little, so a standardised gap magnifies float noise a little).
+    out = tmp_path / "cascade"
+    shutil.copytree(trained_out, out)
+    spec = json.loads((out / "cascade.json").read_text())
+    fast = spec["combiners"]["fast"]
+    assert set(STANDING_FEATURES) <= set(fast["features"])
+    for name, weight in (("left_gap", 1.5), ("right_gap", 1.0), ("left_best", 2.0), ("right_alone", -1.0)):
+        fast["weights"][fast["features"].index(name)] = weight
+    spec["cross_encoder"]["settings"]["bf16"] = False
+    spec["teacher_sure"] = 0.0  # every pair reaches the cross-encoder tier
+    (out / "cascade.json").write_text(json.dumps(spec))
+
+    wh = str(tmp_path / "warehouse")
+    frame = write_hard_warehouse(wh)
+    n = len(frame)
+    # Each left listing meets its own right listing and the next one's: two candidates per listing.
+    left, right = np.r_[np.arange(n), np.arange(n)], np.r_[np.arange(n), (np.arange(n) + 1) % n]
+    candidates = pd.DataFrame({"left_id": frame["left_id"].to_numpy()[left], "right_id": frame["right_id"].to_numpy()[right],
+                               "left_source": "hard_left", "right_source": "hard_right",
+                               "similarity": np.float32(0.9), "rank": np.ones(2 * n, dtype="int32"), "run_id": "r2"})
+    write_pandas(wh, "candidates", candidates[CANDIDATES.columns], mode="append", run_id="r2")
+    run_settings = load_settings(overrides=["spark.ui_enabled=false", "match.explain=none"], warehouse=wh)
+    run_settings.matcher = settings.matcher
+    match(spark, run_settings, left="hard_left", right="hard_right", run_id="r2", model=str(out))
+    got = read_pandas(wh, "matches", filters=[("run_id", "=", "r2")]).set_index(["left_id", "right_id"])
+
+    sides = {side: frame[[c for c in frame if c.startswith(f"{side}_")]] for side in ("left", "right")}
+    pairs = pd.concat([sides["left"].iloc[left].reset_index(drop=True),
+                       sides["right"].iloc[right].reset_index(drop=True)], axis=1)
+    cascade = Cascade.load(out, settings.matcher.inference, with_student=False)
+    expected = cascade.decide(pairs)
+    job = got.loc[list(zip(pairs.left_id, pairs.right_id))]
+    assert len(got) == 2 * n and (job["decided_by"] == "cross_encoder").all()
+    assert np.abs(job["probability"].to_numpy() - expected["probability"].to_numpy()).max() < 5e-3
+    # Scored without its rivals (half the candidates), the same pairs come out differently.
+    alone = cascade.decide(pairs.iloc[:n])
+    assert np.abs(alone["probability"].to_numpy() - expected["probability"].to_numpy()[:n]).max() > 0.05

@@ -3,8 +3,10 @@
 1. **floor**: a pair whose blocking similarity is under ``match.similarity_floor`` is
    decided ``no_match`` without a model.
 2. A **cascade folder** (``train-matcher --stage all``) decides every other pair through its
-   tiers (teacher, cross-encoder, student; see :mod:`epm_spark.models.matcher.cascade.cascade`);
-   with ``--explain band`` the student writes the structured decision of its band's pairs,
+   tiers (teacher, cross-encoder, student; see :mod:`epm_spark.models.matcher.cascade.cascade`),
+   in two passes: the cheap tiers score every pair, a group-by over the run finds each
+   listing's best scores (its rivals, :mod:`epm_spark.models.matcher.cascade.standing`), then the
+   combiners and the student decide; with ``--explain band`` the student writes the structured decision of its band's pairs,
    the cascade's label standing. Every row carries the teacher's evidence and rationale
    unless the student explained it.
 3. A **student folder** (``--stage sft`` / ``rl``): **label**, the student's P(match) from one
@@ -97,10 +99,16 @@ def _matcher(model: str, device: str, inference):
 
 
 def _cascade_decisions(matcher, pdf: pd.DataFrame) -> pd.DataFrame:
-    """The cascade's decisions for one batch, with the teacher's evidence as each row's structured decision."""
+    """The cascade's decisions for one batch of scored pairs (see :func:`_with_listing_tops`), with the
+    teacher's evidence as each row's structured decision."""
+    from epm_spark.models.matcher.cascade.cascade import CE_FEATURE
+    from epm_spark.models.matcher.cascade.standing import TOP_COLUMNS
     from epm_spark.models.matcher.decision import MATCH, MatchDecision
 
-    d = matcher.decide(pdf.reset_index(drop=True))
+    pdf = pdf.reset_index(drop=True)
+    scores = pdf[["p_teacher", CE_FEATURE, "standing_score"]]
+    tops = {side: pd.DataFrame({c: pdf[f"{side}_{c}"].to_numpy() for c in TOP_COLUMNS}) for side in ("left", "right")}
+    d = matcher.decide(pdf, scores=scores, tops=tops)
     confidence = [p if label == MATCH else 1.0 - p for p, label in zip(d["probability"], d["label"])]
     decisions = [MatchDecision(label, round(float(c), 4), evidence, tuple(noise), rationale).to_json()
                  for label, c, evidence, noise, rationale in zip(d["label"], confidence, d["evidence"],
@@ -118,6 +126,41 @@ def _decision_columns(explanation) -> dict[str, Any]:
 
 
 _SIDES = ["left_source", "left_id", "right_source", "right_id"]
+
+
+def _with_listing_tops(pairs, score_batches):
+    """The cascade's first pass: the cheap tiers' scores of every pair, and each side's listing tops.
+
+    ``score_batches`` (a mapInPandas function) adds ``p_teacher``, ``cross_encoder_logit`` and
+    ``standing_score``; a group-by over both sides then gives every listing (source, id) its
+    candidate count and two best standing scores, joined back as ``<side>_candidates``,
+    ``<side>_top1``, ``<side>_top2``. Returns (the joined pairs, the persisted first pass to unpersist).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, StructField, StructType
+    from pyspark.storagelevel import StorageLevel
+
+    from epm_spark.models.matcher.cascade.cascade import CE_FEATURE
+
+    schema = StructType([*pairs.schema.fields, *(StructField(c, DoubleType()) for c in
+                                                 ("p_teacher", CE_FEATURE, "standing_score"))])
+    # Persisted: the cross-encoder runs once; the group-by and the join read the same scores.
+    scored = pairs.mapInPandas(score_batches, schema).persist(StorageLevel.MEMORY_AND_DISK)
+
+    def key(side):
+        return F.concat_ws("\x1f", F.col(f"{side}_source").cast("string"), F.col(f"{side}_id").cast("string"))
+
+    ranked = (scored.select(key("left").alias("key"), "standing_score")
+              .unionByName(scored.select(key("right").alias("key"), "standing_score"))
+              .groupBy("key").agg(F.count(F.lit(1)).cast("double").alias("candidates"),
+                                  F.sort_array(F.collect_list("standing_score"), asc=False).alias("_best")))
+    out = scored
+    for side in ("left", "right"):
+        tops = ranked.select(F.col("key").alias(f"_{side}_key"), F.col("candidates").alias(f"{side}_candidates"),
+                             F.element_at("_best", 1).alias(f"{side}_top1"),
+                             F.when(F.size("_best") > 1, F.element_at("_best", 2)).alias(f"{side}_top2"))
+        out = out.withColumn(f"_{side}_key", key(side)).join(tops, f"_{side}_key", "left").drop(f"_{side}_key")
+    return out, scored
 
 
 def reviewed_pairs(warehouse: str, left: str, right: str) -> pd.DataFrame:
@@ -162,6 +205,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
+    from epm_spark.models.matcher.cascade.cascade import is_cascade
     from epm_spark.pipeline.block import limit_threads
     from epm_spark.pipeline.embed import task_device
 
@@ -199,12 +243,23 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     inference = settings.matcher.inference
     scored_at = pd.Timestamp.now(tz="UTC")
 
+    def loaded():
+        limit_threads()
+        return _matcher(model, task_device(inference.device), inference)
+
+    def score(batches):
+        matcher = None
+        for pdf in batches:
+            if matcher is None:
+                matcher = loaded()
+            pdf = pdf.reset_index(drop=True)
+            yield pd.concat([pdf, matcher.score(pdf)], axis=1)
+
     def decide(batches):
         matcher = None
         for pdf in batches:
             if matcher is None:
-                limit_threads()
-                matcher = _matcher(model, task_device(inference.device), inference)
+                matcher = loaded()
             threshold = matcher.threshold() if threshold_override is None else threshold_override
             version = f"{Path(model).name}@{matcher.card.created}" if matcher.card else model
             pdf = pdf.reset_index(drop=True)
@@ -249,6 +304,9 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     slots = spark.sparkContext.defaultParallelism
     if by_model.rdd.getNumPartitions() < slots:
         by_model = by_model.repartition(slots)
+    first_pass = None
+    if is_cascade(model):
+        by_model, first_pass = _with_listing_tops(by_model, score)
     scored = by_model.mapInPandas(decide, schema)
     if floor is not None:
         floored = pairs.filter(F.col("similarity") < floor).select(
@@ -279,6 +337,8 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                 F.sum((~F.col("format_valid")).cast("int")).alias("failures")).collect()
     finally:
         decisions.unpersist()
+        if first_pass is not None:
+            first_pass.unpersist()
     report = MatchReport(left, right, run_id, model, n_candidates, seconds=time.monotonic() - start)
     for r in stats:
         report.decided_by[r["decided_by"]] = r["n"]

@@ -4,8 +4,9 @@
    colours) through a logistic calibration fitted on the train split. A pair whose calibrated
    P(match) is below ``teacher_sure`` or above ``1 - teacher_sure`` is decided here, at
    thousands of pairs per second.
-2. **cross_encoder**: the fine-tuned cross-encoder's logit and the teacher's evidence, combined
-   by the *fast* combiner (fitted on the valid split, see :mod:`.combiner`). A pair whose
+2. **cross_encoder**: the fine-tuned cross-encoder's logit, the teacher's evidence and the pair's
+   standing among its listings' other candidates (:mod:`.standing`), combined by the *fast*
+   combiner (fitted on the valid split, see :mod:`.combiner`). A pair whose
    log-odds are more than ``band`` from the threshold's is decided here.
 3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
    ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the
@@ -33,6 +34,7 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade.combiner import Combiner, logit
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
 from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
+from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES, pair_tops, standing_features, standing_score
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
@@ -99,34 +101,71 @@ class Cascade:
 
     # ------------------------------------------------------------------ decisions
 
+    @property
+    def uses_standing(self) -> bool:
+        """Whether the fast combiner reads the pairs' standing among their listings' candidates."""
+        return any(f in STANDING_FEATURES for f in self.fast.features)
+
+    def _tier_scores(self, pairs: pd.DataFrame, x: pd.DataFrame, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        """The teacher tier's P(match) for every pair, the cross-encoder's logit where it was not sure (else NaN)."""
+        p_teacher = self.teacher_tier.predict_proba(x[self.teacher_tier.features])
+        sure = self.spec["teacher_sure"]
+        rest = np.flatnonzero((p_teacher >= sure) & (p_teacher <= 1 - sure))
+        ce = np.full(len(pairs), np.nan)
+        if len(rest):
+            ce[rest] = self.cross_encoder.predict_logits(pairs.iloc[rest], show_progress=show_progress)
+        return p_teacher, ce
+
+    def score(self, pairs: pd.DataFrame, *, show_progress: bool = False) -> pd.DataFrame:
+        """The cheap tiers' scores (``p_teacher``, ``cross_encoder_logit``, ``standing_score``), one row per pair.
+
+        A batch job scores every candidate first, gathers each listing's best scores over the whole
+        run, then calls :meth:`decide` with both (``scores``, ``tops``)."""
+        pairs = pairs.reset_index(drop=True)
+        x = pair_features(pairs, self.teacher.evidence(pairs), self.teacher)
+        p_teacher, ce = self._tier_scores(pairs, x, show_progress)
+        return pd.DataFrame({"p_teacher": p_teacher, CE_FEATURE: ce,
+                             "standing_score": standing_score(p_teacher, ce, self.spec["teacher_sure"])})
+
     def decide(self, pairs: pd.DataFrame, *, benchmark: str | None = None, use_student: bool = True,
-               show_progress: bool = False) -> pd.DataFrame:
+               show_progress: bool = False, scores: pd.DataFrame | None = None,
+               tops: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
         """Columns: probability, label, decided_by, p_teacher, cross_encoder_logit, p_fast, p_student, in_band
-        (the pairs the student explains), and the teacher's evidence, noise and rationale for every pair."""
+        (the pairs the student explains), and the teacher's evidence, noise and rationale for every pair.
+
+        ``scores`` (from :meth:`score`) skips the cheap tiers' models; ``tops`` gives each pair's
+        listings' candidate counts and best scores over a larger run (see :mod:`.standing`).
+        Without them, ``pairs`` is the whole candidate set."""
         n = len(pairs)
         pairs = pairs.reset_index(drop=True)
         t0 = time.perf_counter()
         evidence = self.teacher.evidence(pairs)
         x = pair_features(pairs, evidence, self.teacher)
-        p_teacher = self.teacher_tier.predict_proba(x[self.teacher_tier.features])
+        t1 = time.perf_counter()
+        if scores is None:
+            p_teacher, ce = self._tier_scores(pairs, x, show_progress)
+        else:
+            p_teacher = scores["p_teacher"].to_numpy(dtype=float)
+            ce = scores[CE_FEATURE].to_numpy(dtype=float)
         sure = self.spec["teacher_sure"]
         by_teacher = (p_teacher < sure) | (p_teacher > 1 - sure)
-        t1 = time.perf_counter()
+        t2 = time.perf_counter()
         out = pd.DataFrame({"probability": p_teacher, "label": np.where(p_teacher >= 0.5, MATCH, NO_MATCH),
-                            "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: np.nan,
+                            "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
         if len(rest):
+            x[CE_FEATURE] = ce
             x.loc[rest, TitleTfidf.FEATURE] = self.tfidf.cosine(pairs.iloc[rest])
-            x.loc[rest, CE_FEATURE] = self.cross_encoder.predict_logits(pairs.iloc[rest], show_progress=show_progress)
+            if self.uses_standing:
+                s = standing_score(p_teacher, ce, sure)
+                x[list(STANDING_FEATURES)] = standing_features(s, tops if tops is not None else pair_tops(pairs, s))
             p_fast = self.fast.predict_proba(x.loc[rest])
-            t_fast = self.threshold(benchmark)
-            out.loc[rest, CE_FEATURE] = x.loc[rest, CE_FEATURE].to_numpy()
             out.loc[rest, "p_fast"] = p_fast
             out.loc[rest, "probability"] = p_fast
-            out.loc[rest, "label"] = np.where(p_fast >= t_fast, MATCH, NO_MATCH)
+            out.loc[rest, "label"] = np.where(p_fast >= self.threshold(benchmark), MATCH, NO_MATCH)
             out.loc[rest, "decided_by"] = "cross_encoder"
-        t2 = time.perf_counter()
+        t3 = time.perf_counter()
         chosen = self.band_pairs(out, benchmark) if use_student and self.full is not None else np.array([], int)
         out["in_band"] = False
         out.loc[chosen, "in_band"] = True
@@ -138,8 +177,8 @@ class Cascade:
             out.loc[chosen, "probability"] = p_full
             out.loc[chosen, "label"] = np.where(p_full >= self.threshold(benchmark, "full"), MATCH, NO_MATCH)
             out.loc[chosen, "decided_by"] = "student"
-        t3 = time.perf_counter()
-        self.timings = {"teacher": t1 - t0, "cross_encoder": t2 - t1, "student": t3 - t2, "pairs": n}
+        t4 = time.perf_counter()
+        self.timings = {"teacher": t1 - t0, "cross_encoder": t3 - t1, "student": t4 - t3, "pairs": n}
         labels = out["label"].tolist()
         out["evidence"] = [{a: v for a, v in e.verdicts.items() if v != "unknown"} for e in evidence]
         out["noise_ignored"] = [list(e.noise) for e in evidence]

@@ -18,6 +18,9 @@ class CascadeSettings:
     # The teacher tier decides alone where its calibrated P(match) is below `teacher_sure`
     # (no_match) or above 1 - `teacher_sure` (match); the calibration is fitted on the train split.
     teacher_sure: float = 0.01
+    # The fast combiner also reads each pair's standing among its listings' other candidates
+    # (models/matcher/cascade/standing.py); off where the pairs are not a blocking's candidate sets.
+    candidate_standing: bool = True
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
     band: float = 1.0
     # At most this share of a batch goes to the student, the pairs nearest the threshold first.

@@ -12,7 +12,8 @@
 
 Order: teacher calibration (train split) -> cross-encoder (train) -> student SFT (train) ->
 student RL (train, the pairs SFT gets wrong or is unsure of) -> validation scores of every
-tier -> combiners and thresholds (valid, cross-fitted). Each step leaves a finished folder or
+tier -> combiners and thresholds (valid, cross-fitted; the pairs' standing among their listings'
+candidates is computed over the whole valid split, as a night's job computes it over its run). Each step leaves a finished folder or
 file before the next starts; run the same command again after a kill and it continues from
 the first unfinished step. The model layer only: frames in, a folder out.
 """
@@ -37,6 +38,7 @@ from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner, lo
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
 from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
+from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES, pair_tops, standing_features, standing_score
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
     matching_metrics, paired_bootstrap_f1, stratified_sample, thresholds_by_group, tune_threshold,
@@ -125,6 +127,11 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     cross_encoder = CrossEncoder.load(ce_dir / "model", settings.cross_encoder, device=matcher.inference.device)
     x_valid[CE_FEATURE] = _cached(out / "scores" / "valid_cross_encoder.npy",
                                   lambda: cross_encoder.predict_logits(valid, show_progress=True))
+    if settings.candidate_standing:
+        # As the cascade sees them: the teacher's sure pairs stand at +-12 against their rivals.
+        s = standing_score(p_teacher, x_valid[CE_FEATURE].to_numpy(), settings.teacher_sure)
+        x_valid[list(STANDING_FEATURES)] = standing_features(s, pair_tops(valid, s))
+        fast_features += STANDING_FEATURES
     timings["cross_encoder"] = round(time.monotonic() - t, 1)
 
     # 3. The student: SFT on short and explained decisions, then GRPO on short decisions.

@@ -1,0 +1,86 @@
+"""A pair's standing among the other candidates of its two listings.
+
+Blocking gives each listing a handful of candidates, and a listing usually has one true match
+among them (two catalogs that are each free of duplicates can match one-to-one at most).
+Scored alone, a pair cannot know that a rival candidate of the same listing scores higher;
+these features tell the combiner, which learns from the valid pairs how much that matters on
+a catalog (a catalog with several offers per product learns a small weight). Per pair and
+side (the left listing's candidates, then the right listing's):
+
+* ``<side>_gap``: ``s - max s'`` over the listing's *other* candidates, clipped to [-12, 12],
+  0 when it has none;
+* ``<side>_alone``: the listing has no other candidate;
+* ``<side>_best``: it has others, and this pair scores at least as high as all of them;
+
+where ``s`` is the pair's *standing score*: the cross-encoder's logit, or +-12 where the
+teacher tier was sure (its decision stands against every rival). A listing is identified by
+(source, id) whichever side it is on, so a de-duplication run's listing counts the candidates
+it appears in on either side.
+
+Spark jobs compute each listing's count and two best scores with a group-by
+(:func:`listing_tops` is the pandas equivalent) and pass them to :func:`standing_features`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops", "standing_features",
+           "standing_score"]
+
+STANDING_FEATURES: tuple[str, ...] = ("left_gap", "right_gap", "left_alone", "right_alone", "left_best",
+                                      "right_best")
+SURE_LOGIT = 12.0
+# The columns that carry one side's listing tops from a Spark job to the model: count, best, second best.
+TOP_COLUMNS = ("candidates", "top1", "top2")
+
+
+def standing_score(p_teacher: np.ndarray, ce_logit: np.ndarray, sure: float) -> np.ndarray:
+    """The cross-encoder's logit, or +-:data:`SURE_LOGIT` where the teacher tier decided the pair."""
+    p = np.asarray(p_teacher, dtype=float)
+    by_teacher = (p < sure) | (p > 1 - sure)
+    ce = np.clip(np.asarray(ce_logit, dtype=float), -SURE_LOGIT, SURE_LOGIT)
+    return np.where(by_teacher, np.where(p >= 0.5, SURE_LOGIT, -SURE_LOGIT), ce)
+
+
+def listing_key(pairs: pd.DataFrame, side: str) -> pd.Series:
+    """One listing's identity, (source, id), as text; a frame without sources uses the side's name."""
+    source = pairs[f"{side}_source"].astype(str) if f"{side}_source" in pairs else pd.Series(side, index=pairs.index)
+    return source + "\x1f" + pairs[f"{side}_id"].astype(str)
+
+
+def listing_tops(keys: pd.Series, score: np.ndarray) -> pd.DataFrame:
+    """Per listing key: how many candidates it has, and its best and second-best standing scores."""
+    frame = pd.DataFrame({"key": keys.to_numpy(), "score": np.asarray(score, dtype=float)})
+    frame = frame.sort_values(["key", "score"], ascending=[True, False], kind="stable")
+    rank = frame.groupby("key", sort=False).cumcount()
+    tops = frame.groupby("key", sort=False)["score"].agg(candidates="size", top1="max").astype(float)
+    tops["top2"] = frame.loc[rank.to_numpy() == 1].set_index("key")["score"]
+    return tops
+
+
+def pair_tops(pairs: pd.DataFrame, score: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Each pair's left and right listing tops over the pairs of this frame (the whole candidate set)."""
+    left, right = listing_key(pairs, "left"), listing_key(pairs, "right")
+    tops = listing_tops(pd.concat([left, right], ignore_index=True), np.concatenate([score, score]))
+    return {side: tops.reindex(keys.to_numpy()).reset_index(drop=True) for side, keys in (("left", left),
+                                                                                          ("right", right))}
+
+
+def standing_features(score: np.ndarray, tops: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """:data:`STANDING_FEATURES` from each pair's score and its two listings' tops (``candidates``,
+    ``top1``, ``top2`` per side, as :func:`pair_tops` or a Spark group-by gives them)."""
+    s = np.asarray(score, dtype=float)
+    out = {}
+    for side in ("left", "right"):
+        t = tops[side]
+        others = t["candidates"].to_numpy(dtype=float) - 1
+        top1, top2 = t["top1"].to_numpy(dtype=float), t["top2"].to_numpy(dtype=float)
+        has = others > 0
+        # The best rival: the second best when this pair is the best, else the best.
+        rival = np.where(s >= top1, top2, top1)
+        out[f"{side}_gap"] = np.where(has, np.clip(s - np.nan_to_num(rival), -SURE_LOGIT, SURE_LOGIT), 0.0)
+        out[f"{side}_alone"] = (~has).astype(float)
+        out[f"{side}_best"] = (has & (s >= top1)).astype(float)
+    return pd.DataFrame(out, columns=list(STANDING_FEATURES))
