@@ -7,10 +7,12 @@
 Both decide the same candidate pairs (a benchmark split's pairs, as a blocker would hand
 them over) with the same model folder, in the same run:
 
-* baseline: the raw tiers' loop in one process (its per-pair rate, on ``--baseline-pairs`` of them): the teacher's evidence, the cross-encoder
-  and the student (label mode) on every pair, then the full combiner;
+* baseline: the raw tiers' loop in one process (its per-pair rate, on ``--baseline-pairs`` of them):
+  the teacher's evidence, the cross-encoder and the student (label mode) on every pair, the pairs'
+  standing among each other, then the full combiner;
 * job: ``epm-spark match`` in local Spark: products and candidates read from Delta, the
-  cascade in pandas UDFs (the student only on its band), decisions written to Delta.
+  cascade in pandas UDFs in two passes (scores, then each listing's rivals and the decisions; the
+  student only on its band), decisions written to Delta.
 
 The job's time is its whole wall time once the Spark session is up. Prints one JSON line per
 figure; the target is the job at 100 pairs/s or more on a 2-core CPU.
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from epm_spark.models.matcher.cascade.cascade import CE_FEATURE, STUDENT_FEATURE, Cascade
     from epm_spark.models.matcher.cascade.combiner import logit
     from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
+    from epm_spark.models.matcher.cascade.standing import (
+        STANDING_FEATURES, pair_tops, standing_features, standing_score,
+    )
     from epm_spark.models.matcher.evaluation import stratified_sample
     from epm_spark.models.matcher.pairs import benchmark_pairs
     from epm_spark.pipeline.match import match
@@ -74,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     x = pair_features(looped, evidence, cascade.teacher)
     x[TitleTfidf.FEATURE] = cascade.tfidf.cosine(looped)
     x[CE_FEATURE] = cascade.cross_encoder.predict_logits(looped)
+    if cascade.uses_standing:
+        score = standing_score(np.full(len(looped), 0.5), x[CE_FEATURE].to_numpy(), 0.0)
+        x[list(STANDING_FEATURES)] = standing_features(score, pair_tops(looped, score))
     if cascade.full is not None:
         x[STUDENT_FEATURE] = logit(cascade.student.predict_proba(looped))
         cascade.full.predict_proba(x)

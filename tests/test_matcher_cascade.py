@@ -324,7 +324,8 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     n = len(frame)
     # Each left listing meets its own right listing and the next one's: two candidates per listing.
     left, right = np.r_[np.arange(n), np.arange(n)], np.r_[np.arange(n), (np.arange(n) + 1) % n]
-    candidates = pd.DataFrame({"left_id": frame["left_id"].to_numpy()[left], "right_id": frame["right_id"].to_numpy()[right],
+    candidates = pd.DataFrame({"left_id": frame["left_id"].to_numpy()[left],
+                               "right_id": frame["right_id"].to_numpy()[right],
                                "left_source": "hard_left", "right_source": "hard_right",
                                "similarity": np.float32(0.9), "rank": np.ones(2 * n, dtype="int32"), "run_id": "r2"})
     write_pandas(wh, "candidates", candidates[CANDIDATES.columns], mode="append", run_id="r2")

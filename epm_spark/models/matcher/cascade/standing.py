@@ -26,8 +26,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops", "standing_features",
-           "standing_score"]
+__all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops",
+           "standing_features", "standing_score"]
 
 STANDING_FEATURES: tuple[str, ...] = ("left_gap", "right_gap", "left_alone", "right_alone", "left_best",
                                       "right_best")
