@@ -235,7 +235,9 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
             "--set", "matcher.sft.batch_size=4", "--set", "matcher.sft.gradient_accumulation=1",
             "--set", "matcher.sft.max_length=2048", "--set", "matcher.rl.num_generations=2",
             "--set", "matcher.rl.prompts_per_step=1", "--set", "matcher.rl.pool=8",
-            "--set", "matcher.inference.max_new_tokens=16"]
+            "--set", "matcher.inference.max_new_tokens=16",
+            # the optional standing features: trained here, scored over the whole test split below
+            "--set", "matcher.cascade.candidate_standing=true"]
     assert main([*tiny, "load-benchmark", "--benchmark", str(bench)]) == 0
     capsys.readouterr()
     assert main([*tiny, "train-matcher", "--stage", "all", "--benchmark", "hard", "--out", str(out),
@@ -244,6 +246,7 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
     assert card["stage"] == "cascade" and card["training"]["train_pairs"] == 30
     # the teacher ran first: its decisions are in rationales, and the SFT student learned from them
     assert card["training"]["data"]["tables"]["rationales"] is not None
+    assert {"left_gap", "right_best"} <= set(card["metrics"]["validation"]["weights"]["fast"])
     assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--ablation",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -301,23 +304,29 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     from epm_spark.config import load_settings
     from epm_spark.io.delta import read_pandas, write_pandas
     from epm_spark.io.schemas import CANDIDATES
-    from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES
+    from epm_spark.models.matcher.cascade.cascade import uses_standing
     from epm_spark.pipeline.match import match
 
     settings, trained_out, _ = trained
-    # The tiny valid split has one candidate per listing, so its fitted standing weights are ~0:
-    # give them weight here, and score in fp32 so batch composition hardly moves a probability (the
-    # tiny model's logits spread little, so a standardised gap magnifies float noise a little).
+    # The default recipe leaves standing out (and the tiny valid split has one candidate per
+    # listing): give the fast combiner the standing features with weight, and score in fp32 so
+    # batch composition hardly moves a probability (the tiny model's logits spread little, so a
+    # standardised gap magnifies float noise a little).
     out = tmp_path / "cascade"
     shutil.copytree(trained_out, out)
+    assert not uses_standing(out)
     spec = json.loads((out / "cascade.json").read_text())
     fast = spec["combiners"]["fast"]
-    assert set(STANDING_FEATURES) <= set(fast["features"])
-    for name, weight in (("left_gap", 1.5), ("right_gap", 1.0), ("left_best", 2.0), ("right_alone", -1.0)):
-        fast["weights"][fast["features"].index(name)] = weight
+    for name, weight in (("left_gap", 1.5), ("right_gap", 1.0), ("left_best", 2.0), ("right_alone", -1.0),
+                         ("left_alone", 0.0), ("right_best", 0.0)):
+        fast["features"].append(name)
+        fast["mean"].append(0.0)
+        fast["scale"].append(1.0 if name.endswith("gap") else 0.5)
+        fast["weights"].append(weight)
     spec["cross_encoder"]["settings"]["bf16"] = False
     spec["teacher_sure"] = 0.0  # every pair reaches the cross-encoder tier
     (out / "cascade.json").write_text(json.dumps(spec))
+    assert uses_standing(out)
 
     wh = str(tmp_path / "warehouse")
     frame = write_hard_warehouse(wh)

@@ -3,10 +3,11 @@
 1. **floor**: a pair whose blocking similarity is under ``match.similarity_floor`` is
    decided ``no_match`` without a model.
 2. A **cascade folder** (``train-matcher --stage all``) decides every other pair through its
-   tiers (teacher, cross-encoder, student; see :mod:`epm_spark.models.matcher.cascade.cascade`),
-   in two passes: the cheap tiers score every pair, a group-by over the run finds each
-   listing's best scores (its rivals, :mod:`epm_spark.models.matcher.cascade.standing`), then the
-   combiners and the student decide; with ``--explain band`` the student writes the structured
+   tiers (teacher, cross-encoder, student; see :mod:`epm_spark.models.matcher.cascade.cascade`);
+   a cascade that reads the pairs' standing runs in two passes: the cheap tiers score every
+   pair, a group-by over the run finds each listing's best scores (its rivals,
+   :mod:`epm_spark.models.matcher.cascade.standing`), then the combiners and the student decide;
+   with ``--explain band`` the student writes the structured
    decision of its band's pairs, the cascade's label standing. Every row carries the teacher's
    evidence and rationale unless the student explained it.
 3. A **student folder** (``--stage sft`` / ``rl``): **label**, the student's P(match) from one
@@ -99,15 +100,18 @@ def _matcher(model: str, device: str, inference):
 
 
 def _cascade_decisions(matcher, pdf: pd.DataFrame) -> pd.DataFrame:
-    """The cascade's decisions for one batch of scored pairs (see :func:`_with_listing_tops`), with the
-    teacher's evidence as each row's structured decision."""
+    """The cascade's decisions for one batch, with the teacher's evidence as each row's structured
+    decision; a batch from :func:`_with_listing_tops` carries its scores and listing tops."""
     from epm_spark.models.matcher.cascade.cascade import CE_FEATURE
     from epm_spark.models.matcher.cascade.standing import TOP_COLUMNS
     from epm_spark.models.matcher.decision import MATCH, MatchDecision
 
     pdf = pdf.reset_index(drop=True)
-    scores = pdf[["p_teacher", CE_FEATURE, "standing_score"]]
-    tops = {side: pd.DataFrame({c: pdf[f"{side}_{c}"].to_numpy() for c in TOP_COLUMNS}) for side in ("left", "right")}
+    scores = tops = None
+    if "standing_score" in pdf:
+        scores = pdf[["p_teacher", CE_FEATURE, "standing_score"]]
+        tops = {side: pd.DataFrame({c: pdf[f"{side}_{c}"].to_numpy() for c in TOP_COLUMNS})
+                for side in ("left", "right")}
     d = matcher.decide(pdf, scores=scores, tops=tops)
     confidence = [p if label == MATCH else 1.0 - p for p, label in zip(d["probability"], d["label"])]
     decisions = [MatchDecision(label, round(float(c), 4), evidence, tuple(noise), rationale).to_json()
@@ -205,7 +209,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     from pyspark.sql import functions as F
     from pyspark.storagelevel import StorageLevel
 
-    from epm_spark.models.matcher.cascade.cascade import is_cascade
+    from epm_spark.models.matcher.cascade.cascade import uses_standing
     from epm_spark.pipeline.block import limit_threads
     from epm_spark.pipeline.embed import task_device
 
@@ -305,7 +309,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     if by_model.rdd.getNumPartitions() < slots:
         by_model = by_model.repartition(slots)
     first_pass = None
-    if is_cascade(model):
+    if uses_standing(model):
         by_model, first_pass = _with_listing_tops(by_model, score)
     scored = by_model.mapInPandas(decide, schema)
     if floor is not None:

@@ -40,7 +40,7 @@ from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, rationale_for
 
-__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade"]
+__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "uses_standing"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,15 @@ CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
 
 def is_cascade(path: str | Path) -> bool:
     return (Path(path) / CASCADE_FILE).is_file() and (Path(path) / CARD_FILE).is_file()
+
+
+def uses_standing(path: str | Path) -> bool:
+    """Whether a cascade folder's fast combiner reads the pairs' standing (a batch job then ranks
+    each listing's candidates over the whole run before deciding)."""
+    if not is_cascade(path):
+        return False
+    spec = json.loads((Path(path) / CASCADE_FILE).read_text(encoding="utf-8"))
+    return any(f in STANDING_FEATURES for f in spec["combiners"]["fast"]["features"])
 
 
 class Cascade:

@@ -19,8 +19,10 @@ class CascadeSettings:
     # (no_match) or above 1 - `teacher_sure` (match); the calibration is fitted on the train split.
     teacher_sure: float = 0.01
     # The fast combiner also reads each pair's standing among its listings' other candidates
-    # (models/matcher/cascade/standing.py); off where the pairs are not a blocking's candidate sets.
-    candidate_standing: bool = True
+    # (models/matcher/cascade/standing.py). Off by default: its features depend on how many of a
+    # listing's candidates the scored set holds, so they only transfer when the valid pairs hold
+    # whole candidate sets the way a night's run does (a random split of pairs does not).
+    candidate_standing: bool = False
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
     band: float = 1.0
     # At most this share of a batch goes to the student, the pairs nearest the threshold first.
