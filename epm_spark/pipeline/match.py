@@ -7,9 +7,9 @@
    a cascade that reads the pairs' standing runs in two passes: the cheap tiers score every
    pair, a group-by over the run finds each listing's best scores (its rivals,
    :mod:`epm_spark.models.matcher.cascade.standing`), then the combiners and the student decide;
-   with ``--explain band`` the student writes the structured
-   decision of its band's pairs, the cascade's label standing. Every row carries the teacher's
-   evidence and rationale unless the student explained it.
+   with ``--explain band`` the student writes the structured decision of its band's pairs, the
+   cascade's label standing. Every row carries the teacher's evidence and rationale unless the
+   student explained it.
 3. A **student folder** (``--stage sft`` / ``rl``): **label**, the student's P(match) from one
    forward pass against the model's tuned threshold; **explain**, pairs whose P(match) is
    within ``match.uncertainty_margin`` of the threshold (or all pairs, ``--explain all``) get the

@@ -4,9 +4,10 @@
    colours) through a logistic calibration fitted on the train split. A pair whose calibrated
    P(match) is below ``teacher_sure`` or above ``1 - teacher_sure`` is decided here, at
    thousands of pairs per second.
-2. **cross_encoder**: the fine-tuned cross-encoder's logit, the teacher's evidence and the pair's
-   standing among its listings' other candidates (:mod:`.standing`), combined by the *fast*
-   combiner (fitted on the valid split, see :mod:`.combiner`). A pair whose
+2. **cross_encoder**: the fine-tuned cross-encoder's logit and the teacher's evidence (and, where
+   the recipe asks for it, the pair's standing among its listings' other candidates,
+   :mod:`.standing`), combined by the *fast* combiner (fitted on the valid split, see
+   :mod:`.combiner`). A pair whose
    log-odds are more than ``band`` from the threshold's is decided here.
 3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
    ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the

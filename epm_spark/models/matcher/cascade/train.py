@@ -12,10 +12,11 @@
 
 Order: teacher calibration (train split) -> cross-encoder (train) -> student SFT (train) ->
 student RL (train, the pairs SFT gets wrong or is unsure of) -> validation scores of every
-tier -> combiners and thresholds (valid, cross-fitted; the pairs' standing among their listings'
-candidates is computed over the whole valid split, as a night's job computes it over its run).
-Each step leaves a finished folder or file before the next starts; run the same command again
-after a kill and it continues from the first unfinished step. The model layer only: frames in, a folder out.
+tier -> combiners and thresholds (valid, cross-fitted; the optional standing features are
+computed over the whole valid split, as a night's job computes them over its run). Each step
+leaves a finished folder or file before the next starts; run the same command again after a
+kill and it continues from the first unfinished step. The model layer only: frames in, a folder
+out.
 """
 
 from __future__ import annotations
