@@ -247,10 +247,16 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
     # the teacher ran first: its decisions are in rationales, and the SFT student learned from them
     assert card["training"]["data"]["tables"]["rationales"] is not None
     assert {"left_gap", "right_best"} <= set(card["metrics"]["validation"]["weights"]["fast"])
+    assert card["metrics"]["validation"]["fast_plain_combiner_held_out"]["pairs"] == 20
+    spec = json.loads((out / "cascade.json").read_text())
+    assert not set(spec["combiners"]["fast_plain"]["features"]) & {"left_gap", "right_best"}
+    assert not set(spec["combiners"]["full"]["features"]) & {"left_gap", "right_best"}
+    assert set(spec["standing"]["shared"]) == {"left", "right"}
     assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--ablation",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pairs"] == 10 and report["split"] == "test"
+    assert isinstance(report["cascade"]["standing_used"], bool)
     assert set(report["tiers_alone"]) == {"teacher", "cross_encoder", "student_sft", "student_rl"}
     for r in (report["cascade"], *report["tiers_alone"].values()):
         assert {"precision", "recall", "f1", "pairs_per_s"} <= set(r) and 0 <= r["f1"] <= 1
@@ -354,3 +360,28 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     # Scored without its rivals (half the candidates), the same pairs come out differently.
     alone = cascade.decide(pairs.iloc[:n])
     assert np.abs(alone["probability"].to_numpy() - expected["probability"].to_numpy()[:n]).max() > 0.05
+
+    # With a fallback combiner and valid's shares on record, a set whose listings are all alone
+    # (unlike valid's, where every listing had rivals) is decided without the standing features.
+    spec["combiners"]["fast_plain"] = json.loads((trained_out / "cascade.json").read_text())["combiners"]["fast"]
+    spec["thresholds"]["fast_plain"] = spec["thresholds"]["fast"]
+    spec["standing"] = {"shared": {"left": 1.0, "right": 1.0}, "tolerance": 0.25}
+    (out / "cascade.json").write_text(json.dumps(spec))
+    guarded = Cascade.load(out, settings.matcher.inference, with_student=False)
+    together = guarded.decide(pairs)
+    assert guarded.standing_used is True
+    np.testing.assert_allclose(together["probability"], expected["probability"])
+    lone = guarded.decide(pairs.iloc[:n])
+    assert guarded.standing_used is False
+    plain_dir = tmp_path / "plain"
+    shutil.copytree(out, plain_dir)
+    plain_spec = {**spec, "combiners": {**spec["combiners"], "fast": spec["combiners"]["fast_plain"]}}
+    (plain_dir / "cascade.json").write_text(json.dumps(plain_spec))
+    plain = Cascade.load(plain_dir, settings.matcher.inference, with_student=False).decide(pairs.iloc[:n])
+    np.testing.assert_allclose(lone["probability"], plain["probability"])
+    # The Spark job measures the shares over the whole run, not per batch: every listing has a rival.
+    match(spark, run_settings, left="hard_left", right="hard_right", run_id="r3", candidates_run_id="r2",
+          model=str(out))
+    got3 = read_pandas(wh, "matches", filters=[("run_id", "=", "r3")]).set_index(["left_id", "right_id"])
+    job3 = got3.loc[list(zip(pairs.left_id, pairs.right_id))]
+    assert np.abs(job3["probability"].to_numpy() - expected["probability"].to_numpy()).max() < 5e-3

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, SURE_LOGIT, pair_tops, standing_features, standing_score,
+    STANDING_FEATURES, SURE_LOGIT, pair_tops, shared_shares, standing_features, standing_score, standing_transfers,
 )
 
 
@@ -70,3 +70,14 @@ def test_tops_from_a_group_by_give_the_same_features(n):
         by_hand[side] = pd.DataFrame(rows, columns=["candidates", "top1", "top2"])
         pd.testing.assert_frame_equal(tops[side], by_hand[side], check_names=False)
     pd.testing.assert_frame_equal(standing_features(score, tops), standing_features(score, by_hand))
+
+
+def test_shared_shares_count_pairs_whose_listing_has_rivals_and_guard_a_different_set():
+    # a has two candidates, b one; on the right z has two, x and ... one.
+    pairs = _pairs([("L", "a", "R", "x"), ("L", "a", "R", "z"), ("L", "b", "R", "z"), ("L", "c", "R", "w")])
+    shares = shared_shares(pair_tops(pairs, np.zeros(4)))
+    assert shares == {"left": 0.5, "right": 0.5}
+    assert standing_transfers({"left": 0.6, "right": 0.4}, shares, tolerance=0.1)
+    # A valid split of lone pairs does not teach what a night of candidate sets looks like.
+    assert not standing_transfers({"left": 0.15, "right": 0.5}, shares, tolerance=0.25)
+    assert not standing_transfers({"left": 0.5, "right": 0.9}, shares, tolerance=0.25)

@@ -71,7 +71,8 @@ def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: 
         "thresholds_for": name or "default",
         "cascade": _report((decided["label"] == "match").to_numpy(), gold, seconds,
                            decided_by={t: round(float(shares.get(t, 0.0)), 4) for t in TIERS}, by_tier=by_tier,
-                           tier_seconds={k: round(v, 2) for k, v in cascade.timings.items() if k != "pairs"}),
+                           tier_seconds={k: round(v, 2) for k, v in cascade.timings.items() if k != "pairs"},
+                           standing_used=cascade.standing_used),
     }
     if ablation:
         tiers: dict[str, Any] = {}

@@ -99,9 +99,10 @@ def _matcher(model: str, device: str, inference):
     return _MATCHERS[key]
 
 
-def _cascade_decisions(matcher, pdf: pd.DataFrame) -> pd.DataFrame:
+def _cascade_decisions(matcher, pdf: pd.DataFrame, shares: dict[str, float] | None = None) -> pd.DataFrame:
     """The cascade's decisions for one batch, with the teacher's evidence as each row's structured
-    decision; a batch from :func:`_with_listing_tops` carries its scores and listing tops."""
+    decision; a batch from :func:`_with_listing_tops` carries its scores and listing tops, and
+    ``shares`` are the whole run's shared-listing shares."""
     from epm_spark.models.matcher.cascade.cascade import CE_FEATURE
     from epm_spark.models.matcher.cascade.standing import TOP_COLUMNS
     from epm_spark.models.matcher.decision import MATCH, MatchDecision
@@ -112,7 +113,7 @@ def _cascade_decisions(matcher, pdf: pd.DataFrame) -> pd.DataFrame:
         scores = pdf[["p_teacher", CE_FEATURE, "standing_score"]]
         tops = {side: pd.DataFrame({c: pdf[f"{side}_{c}"].to_numpy() for c in TOP_COLUMNS})
                 for side in ("left", "right")}
-    d = matcher.decide(pdf, scores=scores, tops=tops)
+    d = matcher.decide(pdf, scores=scores, tops=tops, shares=shares)
     confidence = [p if label == MATCH else 1.0 - p for p, label in zip(d["probability"], d["label"])]
     decisions = [MatchDecision(label, round(float(c), 4), evidence, tuple(noise), rationale).to_json()
                  for label, c, evidence, noise, rationale in zip(d["label"], confidence, d["evidence"],
@@ -138,7 +139,8 @@ def _with_listing_tops(pairs, score_batches):
     ``score_batches`` (a mapInPandas function) adds ``p_teacher``, ``cross_encoder_logit`` and
     ``standing_score``; a group-by over both sides then gives every listing (source, id) its
     candidate count and two best standing scores, joined back as ``<side>_candidates``,
-    ``<side>_top1``, ``<side>_top2``. Returns (the joined pairs, the persisted first pass to unpersist).
+    ``<side>_top1``, ``<side>_top2``. Returns (the joined pairs, the persisted first pass to unpersist,
+    the run's share of pairs per side whose listing has another candidate).
     """
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType, StructField, StructType
@@ -164,7 +166,11 @@ def _with_listing_tops(pairs, score_batches):
                              F.element_at("_best", 1).alias(f"{side}_top1"),
                              F.when(F.size("_best") > 1, F.element_at("_best", 2)).alias(f"{side}_top2"))
         out = out.withColumn(f"_{side}_key", key(side)).join(tops, f"_{side}_key", "left").drop(f"_{side}_key")
-    return out, scored
+    # Over the whole run, so every batch decides with the same combiner.
+    row = out.agg(*(F.avg((F.col(f"{side}_candidates") > 1).cast("double")).alias(side)
+                    for side in ("left", "right"))).first()
+    shares = {side: float(row[side] or 0.0) for side in ("left", "right")}
+    return out, scored, shares
 
 
 def reviewed_pairs(warehouse: str, left: str, right: str) -> pd.DataFrame:
@@ -246,6 +252,8 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     threshold_override = cfg.threshold
     inference = settings.matcher.inference
     scored_at = pd.Timestamp.now(tz="UTC")
+    # Filled by the first pass of a cascade that reads standing, before `decide` is shipped.
+    run_shares: dict[str, dict[str, float]] = {}
 
     def loaded():
         limit_threads()
@@ -273,7 +281,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                     "run_id": run_id}
             cascade = hasattr(matcher, "decide")
             if cascade:
-                d = _cascade_decisions(matcher, pdf)
+                d = _cascade_decisions(matcher, pdf, run_shares.get("shares"))
                 probs = d["probability"].to_numpy(dtype=float)
                 out = pd.DataFrame({**keys, **{c: d[c] for c in ("label", "probability", "decided_by", "confidence",
                                                                  "evidence", "noise_ignored", "rationale")},
@@ -310,7 +318,9 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
         by_model = by_model.repartition(slots)
     first_pass = None
     if uses_standing(model):
-        by_model, first_pass = _with_listing_tops(by_model, score)
+        by_model, first_pass, run_shares["shares"] = _with_listing_tops(by_model, score)
+        log.info("match: pairs sharing their listing with another candidate: left %.2f, right %.2f",
+                 run_shares["shares"]["left"], run_shares["shares"]["right"])
     scored = by_model.mapInPandas(decide, schema)
     if floor is not None:
         floored = pairs.filter(F.col("similarity") < floor).select(

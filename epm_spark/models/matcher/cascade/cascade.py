@@ -35,7 +35,9 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade.combiner import Combiner, logit
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
 from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
-from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES, pair_tops, standing_features, standing_score
+from epm_spark.models.matcher.cascade.standing import (
+    STANDING_FEATURES, pair_tops, shared_shares, standing_features, standing_score, standing_transfers,
+)
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
@@ -77,6 +79,8 @@ class Cascade:
         self.teacher = AgenticTeacher()
         self.teacher_tier = Combiner.from_dict(self.spec["combiners"]["teacher"])
         self.fast = Combiner.from_dict(self.spec["combiners"]["fast"])
+        plain = self.spec["combiners"].get("fast_plain")
+        self.fast_plain = Combiner.from_dict(plain) if plain else None
         full = self.spec["combiners"].get("full")
         self.full = Combiner.from_dict(full) if full and with_student else None
         ce = self.spec["cross_encoder"]
@@ -85,6 +89,8 @@ class Cascade:
         self.tfidf = TitleTfidf.from_dict(json.loads((self.folder / TFIDF_FILE).read_text(encoding="utf-8")))
         self._student = None
         self.timings: dict[str, float] = {}
+        # Whether the last decide() read the standing features (None: this cascade has none).
+        self.standing_used: bool | None = None
 
     @classmethod
     def load(cls, path: str | Path, settings: InferenceSettings | None = None, *, with_student: bool = True) -> Cascade:
@@ -137,17 +143,29 @@ class Cascade:
         return pd.DataFrame({"p_teacher": p_teacher, CE_FEATURE: ce,
                              "standing_score": standing_score(p_teacher, ce, self.spec["teacher_sure"])})
 
+    def standing_applies(self, shares: dict[str, float]) -> bool:
+        """Whether a scored set whose pairs share their listings in these ``shares`` (per side, see
+        :func:`.standing.shared_shares`) is decided with the standing features; a cascade without a
+        fallback combiner always reads them."""
+        spec = self.spec.get("standing")
+        if self.fast_plain is None or not spec:
+            return True
+        return standing_transfers(spec["shared"], shares, spec["tolerance"])
+
     def decide(self, pairs: pd.DataFrame, *, benchmark: str | None = None, use_student: bool = True,
                show_progress: bool = False, scores: pd.DataFrame | None = None,
-               tops: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+               tops: dict[str, pd.DataFrame] | None = None,
+               shares: dict[str, float] | None = None) -> pd.DataFrame:
         """Columns: probability, label, decided_by, p_teacher, cross_encoder_logit, p_fast, p_student, in_band
         (the pairs the student explains), and the teacher's evidence, noise and rationale for every pair.
 
         ``scores`` (from :meth:`score`) skips the cheap tiers' models; ``tops`` gives each pair's
-        listings' candidate counts and best scores over a larger run (see :mod:`.standing`).
-        Without them, ``pairs`` is the whole candidate set."""
+        listings' candidate counts and best scores over a larger run, ``shares`` that run's
+        :func:`.standing.shared_shares` (see :mod:`.standing`). Without them, ``pairs`` is the whole
+        candidate set."""
         n = len(pairs)
         pairs = pairs.reset_index(drop=True)
+        self.standing_used = None
         t0 = time.perf_counter()
         evidence = self.teacher.evidence(pairs)
         x = pair_features(pairs, evidence, self.teacher)
@@ -164,19 +182,26 @@ class Cascade:
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
+        fast, name = self.fast, "fast"
         if len(rest):
             x[CE_FEATURE] = ce
             x.loc[rest, TitleTfidf.FEATURE] = self.tfidf.cosine(pairs.iloc[rest])
             if self.uses_standing:
                 s = standing_score(p_teacher, ce, sure)
-                x[list(STANDING_FEATURES)] = standing_features(s, tops if tops is not None else pair_tops(pairs, s))
-            p_fast = self.fast.predict_proba(x.loc[rest])
+                tops = tops if tops is not None else pair_tops(pairs, s)
+                self.standing_used = self.standing_applies(shares if shares is not None else shared_shares(tops))
+                if self.standing_used:
+                    x[list(STANDING_FEATURES)] = standing_features(s, tops)
+                else:
+                    fast, name = self.fast_plain, "fast_plain"
+            p_fast = fast.predict_proba(x.loc[rest])
             out.loc[rest, "p_fast"] = p_fast
             out.loc[rest, "probability"] = p_fast
-            out.loc[rest, "label"] = np.where(p_fast >= self.threshold(benchmark), MATCH, NO_MATCH)
+            out.loc[rest, "label"] = np.where(p_fast >= self.threshold(benchmark, name), MATCH, NO_MATCH)
             out.loc[rest, "decided_by"] = "cross_encoder"
         t3 = time.perf_counter()
-        chosen = self.band_pairs(out, benchmark) if use_student and self.full is not None else np.array([], int)
+        chosen = (self.band_pairs(out, benchmark, name) if use_student and self.full is not None
+                  else np.array([], int))
         out["in_band"] = False
         out.loc[chosen, "in_band"] = True
         if len(chosen) and self.spec.get("student_decides", True):
@@ -195,10 +220,10 @@ class Cascade:
         out["rationale"] = [rationale_for(e, label) for e, label in zip(evidence, labels)]
         return out
 
-    def band_pairs(self, decided: pd.DataFrame, benchmark: str | None = None) -> np.ndarray:
+    def band_pairs(self, decided: pd.DataFrame, benchmark: str | None = None, combiner: str = "fast") -> np.ndarray:
         """Rows the student should see: in the band around the fast threshold, capped, nearest first."""
         p_fast = decided["p_fast"].to_numpy(dtype=float)
-        distance = np.abs(logit(np.nan_to_num(p_fast, nan=0.0)) - logit(np.array(self.threshold(benchmark))))
+        distance = np.abs(logit(np.nan_to_num(p_fast, nan=0.0)) - logit(np.array(self.threshold(benchmark, combiner))))
         in_band = np.flatnonzero(~np.isnan(p_fast) & (distance <= self.band))
         cap = math.ceil(self.spec["max_student_share"] * len(decided))
         if len(in_band) > cap:

@@ -19,10 +19,12 @@ class CascadeSettings:
     # (no_match) or above 1 - `teacher_sure` (match); the calibration is fitted on the train split.
     teacher_sure: float = 0.01
     # The fast combiner also reads each pair's standing among its listings' other candidates
-    # (models/matcher/cascade/standing.py). Off by default: its features depend on how many of a
-    # listing's candidates the scored set holds, so they only transfer when the valid pairs hold
-    # whole candidate sets the way a night's run does (a random split of pairs does not).
+    # (models/matcher/cascade/standing.py). Its features depend on how many of a listing's
+    # candidates the scored set holds, so a second fast combiner without them is fitted too, and
+    # a scored set whose share of pairs sharing a listing differs from valid's by more than
+    # `standing_tolerance` (on either side) is decided by that one.
     candidate_standing: bool = False
+    standing_tolerance: float = 0.25
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
     band: float = 1.0
     # At most this share of a batch goes to the student, the pairs nearest the threshold first.
@@ -59,3 +61,5 @@ class CascadeSettings:
             raise ConfigError("cascade.positive_share must be in (0, 1)")
         if self.c <= 0:
             raise ConfigError("cascade.c must be > 0")
+        if not 0.0 <= self.standing_tolerance <= 1.0:
+            raise ConfigError(f"cascade.standing_tolerance must be in [0, 1], got {self.standing_tolerance}")

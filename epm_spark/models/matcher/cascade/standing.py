@@ -19,6 +19,12 @@ it appears in on either side.
 
 Spark jobs compute each listing's count and two best scores with a group-by
 (:func:`listing_tops` is the pandas equivalent) and pass them to :func:`standing_features`.
+
+The weights learned on valid only carry over to a scored set that holds a listing's candidates
+the way the valid pairs do: a valid split where 15% of pairs share their listing with another
+pair teaches that ``alone`` is normal, and a night's blocking candidates, where nearly every
+listing has several, then read as all suspicious. :func:`shared_shares` measures this, without
+labels, on both sets, and :func:`standing_transfers` says whether they are alike.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops",
-           "standing_features", "standing_score"]
+           "shared_shares", "standing_features", "standing_score", "standing_transfers"]
 
 STANDING_FEATURES: tuple[str, ...] = ("left_gap", "right_gap", "left_alone", "right_alone", "left_best",
                                       "right_best")
@@ -84,3 +90,15 @@ def standing_features(score: np.ndarray, tops: dict[str, pd.DataFrame]) -> pd.Da
         out[f"{side}_alone"] = (~has).astype(float)
         out[f"{side}_best"] = (has & (s >= top1)).astype(float)
     return pd.DataFrame(out, columns=list(STANDING_FEATURES))
+
+
+def shared_shares(tops: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Per side, the share of pairs whose listing has another candidate in the set (from each pair's tops)."""
+    return {side: float((t["candidates"].to_numpy(dtype=float) > 1).mean()) if len(t) else 0.0
+            for side, t in tops.items()}
+
+
+def standing_transfers(valid: dict[str, float], scored: dict[str, float], tolerance: float) -> bool:
+    """Whether standing weights learned on ``valid`` apply to ``scored``: on each side the shares of
+    pairs that share their listing differ by at most ``tolerance``."""
+    return all(abs(valid[side] - scored[side]) <= tolerance for side in valid)

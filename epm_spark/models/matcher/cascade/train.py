@@ -39,7 +39,9 @@ from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner, lo
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
 from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
-from epm_spark.models.matcher.cascade.standing import STANDING_FEATURES, pair_tops, standing_features, standing_score
+from epm_spark.models.matcher.cascade.standing import (
+    STANDING_FEATURES, pair_tops, shared_shares, standing_features, standing_score,
+)
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
     matching_metrics, paired_bootstrap_f1, stratified_sample, thresholds_by_group, tune_threshold,
@@ -128,11 +130,15 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     cross_encoder = CrossEncoder.load(ce_dir / "model", settings.cross_encoder, device=matcher.inference.device)
     x_valid[CE_FEATURE] = _cached(out / "scores" / "valid_cross_encoder.npy",
                                   lambda: cross_encoder.predict_logits(valid, show_progress=True))
+    plain_features = list(fast_features)
+    standing: dict[str, Any] | None = None
     if settings.candidate_standing:
         # As the cascade sees them: the teacher's sure pairs stand at +-12 against their rivals.
         s = standing_score(p_teacher, x_valid[CE_FEATURE].to_numpy(), settings.teacher_sure)
-        x_valid[list(STANDING_FEATURES)] = standing_features(s, pair_tops(valid, s))
+        tops = pair_tops(valid, s)
+        x_valid[list(STANDING_FEATURES)] = standing_features(s, tops)
         fast_features += STANDING_FEATURES
+        standing = {"shared": shared_shares(tops), "tolerance": settings.standing_tolerance}
     timings["cross_encoder"] = round(time.monotonic() - t, 1)
 
     # 3. The student: SFT on short and explained decisions, then GRPO on short decisions.
@@ -150,10 +156,17 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
                                   seed=settings.seed)
     combiners = {"teacher": teacher_tier.to_dict(), "fast": fast.to_dict()}
     thresholds = {"fast": thresholds_by_group(oof_fast, y_valid, groups)[0]}
+    if standing is not None:
+        # For a scored set that holds listings' candidates unlike valid does (standing_transfers).
+        plain, oof_plain = fit_combiner(x_valid[plain_features], y_valid, folds=settings.folds, c=settings.c,
+                                        seed=settings.seed)
+        combiners["fast_plain"] = plain.to_dict()
+        thresholds["fast_plain"] = thresholds_by_group(oof_plain, y_valid, groups)[0]
     ce_p = sigmoid(x_valid[CE_FEATURE].to_numpy())
     thresholds["cross_encoder"] = thresholds_by_group(ce_p, y_valid, groups)[0]
     if len(sample):
-        full, oof_full = fit_combiner(x_valid.loc[sample, [*fast_features, STUDENT_FEATURE]],
+        # The student's combiner reads no standing: it decides the band whichever fast combiner did.
+        full, oof_full = fit_combiner(x_valid.loc[sample, [*plain_features, STUDENT_FEATURE]],
                                       y_valid[sample], folds=settings.folds, c=settings.c, seed=settings.seed)
         combiners["full"] = full.to_dict()
         thresholds["full"] = thresholds_by_group(oof_full, y_valid[sample], groups[sample])[0]
@@ -168,6 +181,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
                          "errors": int(((p_teacher[sure] >= 0.5) != y_valid[sure].astype(bool)).sum())},
         "cross_encoder_alone": matching_metrics(ce_p >= thresholds["cross_encoder"]["default"], y_valid),
         "fast_combiner_held_out": fast.held_out,
+        "fast_plain_combiner_held_out": combiners.get("fast_plain", {}).get("held_out"),
         "full_combiner_held_out": combiners.get("full", {}).get("held_out"),
         "band": band_report,
         "weights": {"fast": fast.contributions(),
@@ -178,6 +192,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "max_student_share": settings.max_student_share, "combiners": combiners, "thresholds": thresholds,
         "cross_encoder": {"path": "cross_encoder/model", "settings": asdict(settings.cross_encoder)},
         "student": student_report.get("used"), "student_decides": band_report["student_decides"],
+        "standing": standing,
     }
     _write_json(out / CASCADE_FILE, spec, indent=2)
     timings["total_this_run"] = round(time.monotonic() - started, 1)
