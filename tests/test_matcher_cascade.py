@@ -145,7 +145,8 @@ def _train(settings, out, **kwargs):
 def trained(tmp_path_factory, tiny_student, tiny_ce):
     from epm_spark.config import load_settings
 
-    settings = tiny_cascade_settings(load_settings(), tiny_student, tiny_ce)
+    # Without the standing features: tests that need them add them with known weights.
+    settings = tiny_cascade_settings(load_settings(), tiny_student, tiny_ce, candidate_standing=False)
     out = tmp_path_factory.mktemp("cascade") / "cascade-v1"
     card = _train(settings, out)
     return settings, out, card
@@ -235,9 +236,7 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
             "--set", "matcher.sft.batch_size=4", "--set", "matcher.sft.gradient_accumulation=1",
             "--set", "matcher.sft.max_length=2048", "--set", "matcher.rl.num_generations=2",
             "--set", "matcher.rl.prompts_per_step=1", "--set", "matcher.rl.pool=8",
-            "--set", "matcher.inference.max_new_tokens=16",
-            # the optional standing features: trained here, scored over the whole test split below
-            "--set", "matcher.cascade.candidate_standing=true"]
+            "--set", "matcher.inference.max_new_tokens=16"]
     assert main([*tiny, "load-benchmark", "--benchmark", str(bench)]) == 0
     capsys.readouterr()
     assert main([*tiny, "train-matcher", "--stage", "all", "--benchmark", "hard", "--out", str(out),
@@ -314,7 +313,7 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     from epm_spark.pipeline.match import match
 
     settings, trained_out, _ = trained
-    # The default recipe leaves standing out (and the tiny valid split has one candidate per
+    # The fixture leaves standing out (and the tiny valid split has one candidate per
     # listing): give the fast combiner the standing features with weight, and score in fp32 so
     # batch composition hardly moves a probability (the tiny model's logits spread little, so a
     # standardised gap magnifies float noise a little).

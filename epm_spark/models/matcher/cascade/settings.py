@@ -23,7 +23,7 @@ class CascadeSettings:
     # candidates the scored set holds, so a second fast combiner without them is fitted too, and
     # a scored set whose share of pairs sharing a listing differs from valid's by more than
     # `standing_tolerance` (on either side) is decided by that one.
-    candidate_standing: bool = False
+    candidate_standing: bool = True
     standing_tolerance: float = 0.25
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
     band: float = 1.0
