@@ -376,8 +376,12 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     shutil.copytree(out, plain_dir)
     plain_spec = {**spec, "combiners": {**spec["combiners"], "fast": spec["combiners"]["fast_plain"]}}
     (plain_dir / "cascade.json").write_text(json.dumps(plain_spec))
-    plain = Cascade.load(plain_dir, settings.matcher.inference, with_student=False).decide(pairs.iloc[:n])
-    np.testing.assert_allclose(lone["probability"], plain["probability"])
+    plain_cascade = Cascade.load(plain_dir, settings.matcher.inference, with_student=False)
+    np.testing.assert_allclose(lone["probability"], plain_cascade.decide(pairs.iloc[:n])["probability"])
+    # A catalog against itself (de-duplication) is decided without them too, whatever its shares.
+    dedup = pairs.assign(left_source="ours", right_source="ours")
+    np.testing.assert_allclose(guarded.decide(dedup)["probability"], plain_cascade.decide(dedup)["probability"])
+    assert guarded.standing_used is False
     # The Spark job measures the shares over the whole run, not per batch: every listing has a rival.
     match(spark, run_settings, left="hard_left", right="hard_right", run_id="r3", candidates_run_id="r2",
           model=str(out))

@@ -57,6 +57,12 @@ def is_cascade(path: str | Path) -> bool:
     return (Path(path) / CASCADE_FILE).is_file() and (Path(path) / CARD_FILE).is_file()
 
 
+def _same_source(pairs: pd.DataFrame) -> np.ndarray:
+    if {"left_source", "right_source"} <= set(pairs.columns):
+        return (pairs["left_source"].astype(str) == pairs["right_source"].astype(str)).to_numpy()
+    return np.zeros(len(pairs), dtype=bool)
+
+
 def uses_standing(path: str | Path) -> bool:
     """Whether a cascade folder's fast combiner reads the pairs' standing (a batch job then ranks
     each listing's candidates over the whole run before deciding)."""
@@ -182,25 +188,33 @@ class Cascade:
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
-        fast, name = self.fast, "fast"
+        # Per pair, the fast combiner that decides it and its threshold.
+        plain = np.zeros(n, dtype=bool)
         if len(rest):
             x[CE_FEATURE] = ce
             x.loc[rest, TitleTfidf.FEATURE] = self.tfidf.cosine(pairs.iloc[rest])
             if self.uses_standing:
                 s = standing_score(p_teacher, ce, sure)
                 tops = tops if tops is not None else pair_tops(pairs, s)
-                self.standing_used = self.standing_applies(shares if shares is not None else shared_shares(tops))
-                if self.standing_used:
-                    x[list(STANDING_FEATURES)] = standing_features(s, tops)
-                else:
-                    fast, name = self.fast_plain, "fast_plain"
-            p_fast = fast.predict_proba(x.loc[rest])
-            out.loc[rest, "p_fast"] = p_fast
-            out.loc[rest, "probability"] = p_fast
-            out.loc[rest, "label"] = np.where(p_fast >= self.threshold(benchmark, name), MATCH, NO_MATCH)
+                x[list(STANDING_FEATURES)] = standing_features(s, tops)
+                if self.fast_plain is not None:
+                    applies = self.standing_applies(shares if shares is not None else shared_shares(tops))
+                    # One catalog against itself: most listings have no duplicate at all, so the
+                    # best of a listing's candidates is not the one match it has (standing's premise).
+                    plain = np.logical_or(not applies, _same_source(pairs))
+                self.standing_used = bool((~plain[rest]).any())
+            for combiner, name, rows in ((self.fast, "fast", rest[~plain[rest]]),
+                                         (self.fast_plain, "fast_plain", rest[plain[rest]])):
+                if len(rows):
+                    p_fast = combiner.predict_proba(x.loc[rows])
+                    out.loc[rows, "p_fast"] = p_fast
+                    out.loc[rows, "probability"] = p_fast
+                    out.loc[rows, "label"] = np.where(p_fast >= self.threshold(benchmark, name), MATCH, NO_MATCH)
             out.loc[rest, "decided_by"] = "cross_encoder"
         t3 = time.perf_counter()
-        chosen = (self.band_pairs(out, benchmark, name) if use_student and self.full is not None
+        fast_thresholds = np.where(plain, self.threshold(benchmark, "fast_plain") if plain.any() else 0.5,
+                                   self.threshold(benchmark))
+        chosen = (self.band_pairs(out, fast_thresholds) if use_student and self.full is not None
                   else np.array([], int))
         out["in_band"] = False
         out.loc[chosen, "in_band"] = True
@@ -220,10 +234,10 @@ class Cascade:
         out["rationale"] = [rationale_for(e, label) for e, label in zip(evidence, labels)]
         return out
 
-    def band_pairs(self, decided: pd.DataFrame, benchmark: str | None = None, combiner: str = "fast") -> np.ndarray:
-        """Rows the student should see: in the band around the fast threshold, capped, nearest first."""
+    def band_pairs(self, decided: pd.DataFrame, thresholds: np.ndarray | float) -> np.ndarray:
+        """Rows the student should see: in the band around their fast threshold, capped, nearest first."""
         p_fast = decided["p_fast"].to_numpy(dtype=float)
-        distance = np.abs(logit(np.nan_to_num(p_fast, nan=0.0)) - logit(np.array(self.threshold(benchmark, combiner))))
+        distance = np.abs(logit(np.nan_to_num(p_fast, nan=0.0)) - logit(np.asarray(thresholds, dtype=float)))
         in_band = np.flatnonzero(~np.isnan(p_fast) & (distance <= self.band))
         cap = math.ceil(self.spec["max_student_share"] * len(decided))
         if len(in_band) > cap:
