@@ -4,11 +4,11 @@
    colours) through a logistic calibration fitted on the train split. A pair whose calibrated
    P(match) is below ``teacher_sure`` or above ``1 - teacher_sure`` is decided here, at
    thousands of pairs per second.
-2. **cross_encoder**: the fine-tuned cross-encoder's logit and the teacher's evidence (and, where
-   the recipe asks for it, the pair's standing among its listings' other candidates,
-   :mod:`.standing`), combined by the *fast* combiner (fitted on the valid split, see
-   :mod:`.combiner`). A pair whose
-   log-odds are more than ``band`` from the threshold's is decided here.
+2. **cross_encoder**: the fine-tuned cross-encoder's logit, the teacher's evidence and the pair's
+   standing among its listings' other candidates (:mod:`.standing`), combined by the *fast*
+   combiner (fitted on the valid split, see :mod:`.combiner`); a set that holds listings'
+   candidates unlike valid did, or a catalog against itself, is combined without the standing
+   (``fast_plain``). A pair whose log-odds are more than ``band`` from the threshold's is decided here.
 3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
    ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the
    others in the *full* combiner, which decides them when it was the more accurate of the two
@@ -188,7 +188,7 @@ class Cascade:
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
-        # Per pair, the fast combiner that decides it and its threshold.
+        # The pairs the fallback combiner (no standing) decides.
         plain = np.zeros(n, dtype=bool)
         if len(rest):
             x[CE_FEATURE] = ce

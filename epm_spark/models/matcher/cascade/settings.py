@@ -22,7 +22,8 @@ class CascadeSettings:
     # (models/matcher/cascade/standing.py). Its features depend on how many of a listing's
     # candidates the scored set holds, so a second fast combiner without them is fitted too, and
     # a scored set whose share of pairs sharing a listing differs from valid's by more than
-    # `standing_tolerance` (on either side) is decided by that one.
+    # `standing_tolerance` (on either side) is decided by that one, as is a catalog matched
+    # against itself (de-duplication), where most listings have no match among their candidates.
     candidate_standing: bool = True
     standing_tolerance: float = 0.25
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
