@@ -73,7 +73,7 @@ def test_tops_from_a_group_by_give_the_same_features(n):
 
 
 def test_shared_shares_count_pairs_whose_listing_has_rivals_and_guard_a_different_set():
-    # a has two candidates, b one; on the right z has two, x and ... one.
+    # a has two candidates, b and c one each; on the right z has two, x and w one each.
     pairs = _pairs([("L", "a", "R", "x"), ("L", "a", "R", "z"), ("L", "b", "R", "z"), ("L", "c", "R", "w")])
     shares = shared_shares(pair_tops(pairs, np.zeros(4)))
     assert shares == {"left": 0.5, "right": 0.5}

@@ -252,8 +252,8 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     threshold_override = cfg.threshold
     inference = settings.matcher.inference
     scored_at = pd.Timestamp.now(tz="UTC")
-    # Filled by the first pass of a cascade that reads standing, before `decide` is shipped.
-    run_shares: dict[str, dict[str, float]] = {}
+    # Set by the first pass of a cascade that reads standing, before `decide` is shipped.
+    run_shares: dict[str, float] | None = None
 
     def loaded():
         limit_threads()
@@ -281,7 +281,7 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
                     "run_id": run_id}
             cascade = hasattr(matcher, "decide")
             if cascade:
-                d = _cascade_decisions(matcher, pdf, run_shares.get("shares"))
+                d = _cascade_decisions(matcher, pdf, run_shares)
                 probs = d["probability"].to_numpy(dtype=float)
                 out = pd.DataFrame({**keys, **{c: d[c] for c in ("label", "probability", "decided_by", "confidence",
                                                                  "evidence", "noise_ignored", "rationale")},
@@ -318,9 +318,9 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
         by_model = by_model.repartition(slots)
     first_pass = None
     if uses_standing(model):
-        by_model, first_pass, run_shares["shares"] = _with_listing_tops(by_model, score)
+        by_model, first_pass, run_shares = _with_listing_tops(by_model, score)
         log.info("match: pairs sharing their listing with another candidate: left %.2f, right %.2f",
-                 run_shares["shares"]["left"], run_shares["shares"]["right"])
+                 run_shares["left"], run_shares["right"])
     scored = by_model.mapInPandas(decide, schema)
     if floor is not None:
         floored = pairs.filter(F.col("similarity") < floor).select(

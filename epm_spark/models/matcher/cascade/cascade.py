@@ -188,8 +188,9 @@ class Cascade:
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)
-        # The pairs the fallback combiner (no standing) decides.
+        # The pairs the fallback combiner (no standing) decides, and each pair's fast threshold.
         plain = np.zeros(n, dtype=bool)
+        fast_thresholds = np.full(n, self.threshold(benchmark))
         if len(rest):
             x[CE_FEATURE] = ce
             x.loc[rest, TitleTfidf.FEATURE] = self.tfidf.cosine(pairs.iloc[rest])
@@ -207,13 +208,12 @@ class Cascade:
                                          (self.fast_plain, "fast_plain", rest[plain[rest]])):
                 if len(rows):
                     p_fast = combiner.predict_proba(x.loc[rows])
+                    fast_thresholds[rows] = self.threshold(benchmark, name)
                     out.loc[rows, "p_fast"] = p_fast
                     out.loc[rows, "probability"] = p_fast
-                    out.loc[rows, "label"] = np.where(p_fast >= self.threshold(benchmark, name), MATCH, NO_MATCH)
+                    out.loc[rows, "label"] = np.where(p_fast >= fast_thresholds[rows], MATCH, NO_MATCH)
             out.loc[rest, "decided_by"] = "cross_encoder"
         t3 = time.perf_counter()
-        fast_thresholds = np.where(plain, self.threshold(benchmark, "fast_plain") if plain.any() else 0.5,
-                                   self.threshold(benchmark))
         chosen = (self.band_pairs(out, fast_thresholds) if use_student and self.full is not None
                   else np.array([], int))
         out["in_band"] = False
