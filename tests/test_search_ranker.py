@@ -163,11 +163,12 @@ def test_heads_reading_the_similarity_start_at_its_logistic_fit_and_keep_it_when
     pairs = pairs_frame()
     relevant = pairs["query"].str.split().str[0] == pairs["text"].str.split().str[0]
     pairs["similarity"] = np.where(relevant, 0.8, 0.2)
-    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, chain=True)
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, chain=True, lexical_features=False)
     model = MultiTaskRanker.from_backbone(settings, similarity_encoder="tiny-encoder-1234")
     info = fit(model, pairs, settings, max_steps=1)
-    for task, (intercept, slope) in info["similarity_start"].items():
-        assert slope > 1.0, f"the {task} head did not start from the similarity: {info['similarity_start']}"
+    for task, start in info["head_start"].items():
+        assert set(start) == {"intercept", "similarity"}
+        assert start["similarity"] > 1.0, f"the {task} head did not start from the similarity: {info['head_start']}"
     queries, texts = ["sony speaker"] * 2, ["sony speaker black", "canon speaker"]
     with pytest.raises(InputError, match="retrieval similarity"):
         model.score(queries, texts)
@@ -176,3 +177,43 @@ def test_heads_reading_the_similarity_start_at_its_logistic_fit_and_keep_it_when
     loaded = MultiTaskRanker.load(model.save(tmp_path / "multi_task_chain-v1"), device="cpu")
     assert loaded.card.similarity_encoder == "tiny-encoder-1234"
     assert np.allclose(loaded.score(queries, texts, [0.8, 0.2])["p_purchase"], frame["p_purchase"], atol=1e-6)
+
+
+def test_coverage_counts_the_query_words_and_trigrams_a_listing_has():
+    from epm_spark.models.search.coverage import query_coverage
+
+    c = query_coverage(["sony speaker", "sony speaker", "sonny speaker", "", "sony speaker"],
+                       ["SONY Speaker, black", "canon camera", "sony speaker", "sony", ""])
+    assert c.shape == (5, 2) and c.dtype == np.float32
+    assert c[0].tolist() == [1.0, 1.0] and c[1].tolist() == [0.0, 0.0]
+    # a typo loses the word but keeps most of its trigrams
+    assert c[2, 0] == 0.5 and 0.7 < c[2, 1] < 1.0
+    assert c[3].tolist() == [0.0, 0.0] and c[4].tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="2 queries for 1 texts"):
+        query_coverage(["a", "b"], ["a"])
+
+
+def test_heads_reading_the_coverage_start_at_its_logistic_fit_and_keep_it_when_saved(tiny_backbone, tmp_path):
+    import json
+
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, similarity_feature=False)
+    model = MultiTaskRanker.from_backbone(settings)
+    assert model.card.lexical == ["word_coverage", "trigram_coverage"]
+    info = fit(model, pairs_frame(), settings, max_steps=1)
+    for task, start in info["head_start"].items():
+        # the query's brand is the one word that tells relevant listings apart: coverage must count
+        assert start["word_coverage"] + start["trigram_coverage"] > 1.0, info["head_start"]
+    assert model.lexical_weights["click"].shape == (2,)
+    queries, texts = ["sony speaker"] * 2, ["sony speaker black", "canon speaker"]
+    tokens = model.tokenize(queries, texts)
+    with pytest.raises(InputError, match="coverage features"):
+        model(**tokens)
+    frame = model.score(queries, texts)
+    folder = model.save(tmp_path / "multi_task-v1")
+    loaded = MultiTaskRanker.load(folder, device="cpu")
+    assert torch.equal(loaded.lexical_weights["purchase"], model.lexical_weights["purchase"])
+    assert np.allclose(loaded.score(queries, texts)["p_purchase"], frame["p_purchase"], atol=1e-6)
+    card = json.loads((folder / "ranker.json").read_text())
+    (folder / "ranker.json").write_text(json.dumps({**card, "lexical": ["bm25"]}))
+    with pytest.raises(InputError, match=r"coverage features \['bm25'\]"):
+        read_card(folder)

@@ -9,9 +9,14 @@ states are mean-pooled into ``h``, and each task ``t`` has its own small tower:
 
 With the retrieval similarity feature (``ranker.similarity_feature``, the default) each head
 also reads ``r``, the cosine of query and listing under the dual-encoder that retrieves the
-candidates: ``z_t = w2_t . GELU(W1_t h + b1_t) + b2_t + a_t r``. Training starts every head at a
-logistic regression of its signal on ``r`` (the bi-encoder's ranking), so the cross-encoder's
-tower learns what the cosine misses rather than relearning retrieval from a few thousand pairs.
+candidates, and with ``ranker.lexical_features`` (the default) ``c``, how much of the query the
+listing's text covers (word and character-trigram coverage, :mod:`.coverage`):
+
+    z_t = w2_t . GELU(W1_t h + b1_t) + b2_t + a_t r + u_t . c
+
+Training starts every head at a logistic regression of its signal on ``r`` and ``c`` (the
+bi-encoder's and a term-overlap ranking), so the cross-encoder's tower learns what they miss
+rather than relearning retrieval from a few thousand pairs.
 
 Independent heads give ``p_t = s(z_t)`` (``s`` the logistic function), each the probability
 of the signal per impression. With ``chain`` the heads follow the funnel purchase c cart c
@@ -58,6 +63,7 @@ import torch.nn.functional as F
 
 from epm_spark.errors import InputError
 from epm_spark.models.precision import bf16_available
+from epm_spark.models.search.coverage import COVERAGE_FEATURES, query_coverage
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
 
@@ -67,8 +73,9 @@ __all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "listwise_loss", "
 log = logging.getLogger(__name__)
 
 CARD_FILE = "ranker.json"
-# heads.safetensors keys of the similarity weights a_t (the towers' keys are their own).
+# heads.safetensors keys of the similarity weights a_t and coverage weights u_t (the towers' keys are their own).
 _SIMILARITY = "similarity."
+_LEXICAL = "lexical."
 CARD_FORMAT = 1
 
 
@@ -94,6 +101,8 @@ class RankerCard:
     task_weights: dict[str, float]
     # model_version of the dual-encoder whose cosine the heads read; "" when they read none.
     similarity_encoder: str = ""
+    # The coverage features (COVERAGE_FEATURES) the heads read; empty when they read none.
+    lexical: list[str] = field(default_factory=list)
     base_rates: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     model_version: str = ""
@@ -119,6 +128,9 @@ def read_card(folder: str | os.PathLike[str]) -> RankerCard:
     unknown = sorted(set(data) - set(RankerCard.__dataclass_fields__))
     if unknown:
         raise InputError(f"{path}: unknown card keys {unknown}")
+    if data.get("lexical") and data["lexical"] != list(COVERAGE_FEATURES):
+        raise InputError(f"{path}: the heads read coverage features {data['lexical']}; this version computes "
+                         f"{list(COVERAGE_FEATURES)}")
     return RankerCard(**data)
 
 
@@ -199,12 +211,25 @@ class MultiTaskRanker(torch.nn.Module):
             t: torch.nn.Sequential(torch.nn.Dropout(0.1), torch.nn.Linear(hidden, card.tower_hidden), torch.nn.GELU(),
                                    torch.nn.Linear(card.tower_hidden, 1))
             for t in card.tasks})
-        # a_t of the module docstring; zero (and unused) without the similarity feature.
+        # a_t and u_t of the module docstring; zero (and unused) without those features.
         self.similarity_weights = torch.nn.ParameterDict({t: torch.nn.Parameter(torch.zeros(())) for t in card.tasks})
+        self.lexical_weights = torch.nn.ParameterDict(
+            {t: torch.nn.Parameter(torch.zeros(len(card.lexical))) for t in card.tasks})
 
     @property
     def reads_similarity(self) -> bool:
         return bool(self.card.similarity_encoder)
+
+    @property
+    def reads_lexical(self) -> bool:
+        return bool(self.card.lexical)
+
+    def lexical_features(self, queries: Sequence[str], texts: Sequence[str]) -> torch.Tensor | None:
+        """The coverage features of each (query, listing text) when the heads read them, else None."""
+        return torch.from_numpy(query_coverage(queries, texts)) if self.reads_lexical else None
+
+    def head_parameters(self) -> list[torch.nn.Parameter]:
+        return [*self.towers.parameters(), *self.similarity_weights.parameters(), *self.lexical_weights.parameters()]
 
     # ------------------------------------------------------------------ building
 
@@ -230,7 +255,8 @@ class MultiTaskRanker(torch.nn.Module):
                           chain=settings.chain, backbone=str(name), max_length=settings.max_length,
                           tower_hidden=settings.tower_hidden, with_price=settings.with_price,
                           blend=dict(settings.blend), task_weights=dict(settings.task_weights),
-                          similarity_encoder=similarity_encoder)
+                          similarity_encoder=similarity_encoder,
+                          lexical=list(COVERAGE_FEATURES) if settings.lexical_features else [])
         return cls(encoder, tokenizer, card)
 
     @classmethod
@@ -248,9 +274,12 @@ class MultiTaskRanker(torch.nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(folder / "encoder", trust_remote_code=False)
         model = cls(encoder, tokenizer, card)
         heads = load_file(str(folder / "heads.safetensors"))
-        model.towers.load_state_dict({k: v for k, v in heads.items() if not k.startswith(_SIMILARITY)})
-        model.similarity_weights.load_state_dict(
-            {k[len(_SIMILARITY):]: v for k, v in heads.items() if k.startswith(_SIMILARITY)}, strict=model.reads_similarity)
+        extra = (_SIMILARITY, _LEXICAL)
+        model.towers.load_state_dict({k: v for k, v in heads.items() if not k.startswith(extra)})
+        for prefix, weights, strict in ((_SIMILARITY, model.similarity_weights, model.reads_similarity),
+                                        (_LEXICAL, model.lexical_weights, model.reads_lexical)):
+            weights.load_state_dict({k[len(prefix):]: v for k, v in heads.items() if k.startswith(prefix)},
+                                    strict=strict)
         return model.to(resolve_device(device)).eval()
 
     def save(self, folder: str | os.PathLike[str]) -> Path:
@@ -263,7 +292,8 @@ class MultiTaskRanker(torch.nn.Module):
         self.encoder.save_pretrained(tmp / "encoder", safe_serialization=True)
         self.tokenizer.save_pretrained(tmp / "encoder")
         heads = {**self.towers.state_dict(),
-                 **{_SIMILARITY + k: v for k, v in self.similarity_weights.state_dict().items()}}
+                 **{_SIMILARITY + k: v for k, v in self.similarity_weights.state_dict().items()},
+                 **{_LEXICAL + k: v for k, v in self.lexical_weights.state_dict().items() if self.reads_lexical}}
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.items()}, str(tmp / "heads.safetensors"))
         self.card.model_version = f"ranker-{final.name}"
         (tmp / CARD_FILE).write_text(json.dumps(asdict(self.card), indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -289,7 +319,8 @@ class MultiTaskRanker(torch.nn.Module):
         # Queries are short; a pathological long one would make "only_second" fail, so fall back.
         return all(len(q) < self.card.max_length * 2 for q in queries)
 
-    def forward(self, similarity: torch.Tensor | None = None, **batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, similarity: torch.Tensor | None = None, lexical: torch.Tensor | None = None,
+                **batch: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -299,6 +330,11 @@ class MultiTaskRanker(torch.nn.Module):
                 raise InputError(f"ranker {self.card.name} reads the retrieval similarity of "
                                  f"{self.card.similarity_encoder}; none was given")
             logits = {t: z.float() + self.similarity_weights[t] * similarity.float() for t, z in logits.items()}
+        if self.reads_lexical:
+            if lexical is None:
+                raise InputError(f"ranker {self.card.name} reads the coverage features {self.card.lexical}; "
+                                 "none were given")
+            logits = {t: z.float() + lexical.float() @ self.lexical_weights[t] for t, z in logits.items()}
         return logits
 
     def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -320,6 +356,7 @@ class MultiTaskRanker(torch.nn.Module):
                 raise InputError(f"ranker {self.card.name} needs the retrieval similarity of each pair "
                                  f"(dual-encoder {self.card.similarity_encoder})")
             sims = torch.tensor(np.asarray(similarity, dtype=np.float32))
+        lexical = self.lexical_features(queries, texts)
         out = {t: np.full(n, np.nan) for t in TASKS}
         autocast = bf16_available(self.device)
         # Similar lengths batch together: less padding, the same answers.
@@ -329,6 +366,8 @@ class MultiTaskRanker(torch.nn.Module):
             batch = self.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
             if sims is not None:
                 batch["similarity"] = sims[torch.as_tensor(idx)].to(self.device)
+            if lexical is not None:
+                batch["lexical"] = lexical[torch.as_tensor(idx)].to(self.device)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
                 logits = self(**batch)
             for t, p in self.probabilities(logits).items():

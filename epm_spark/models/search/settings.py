@@ -55,6 +55,10 @@ class RankerSettings:
     # candidates (encoder.backbone) enters every head, z_t = tower_t(h) + a_t s, and each head starts
     # as a logistic regression on s. The cross-encoder then learns what the cosine misses.
     similarity_feature: bool = True
+    # The coverage features (models/search/coverage.py): how much of the query the listing's text
+    # covers, by words and by character trigrams, enter every head beside the similarity (and
+    # start in its logistic regression). They need no catalog index, so every scoring path has them.
+    lexical_features: bool = True
     # The default budget: training pairs come from at most this many training queries (all their
     # impressed listings); about 14 pairs per query.
     max_train_queries: int = 2000

@@ -76,33 +76,45 @@ def _conditional_counts(pairs: pd.DataFrame, task: str, chain: bool) -> tuple[np
     return pairs[previous].to_numpy(dtype=float), pairs[COUNT_COLUMNS[task]].to_numpy(dtype=float)
 
 
-def _start_heads(model: MultiTaskRanker, pairs: pd.DataFrame) -> dict[str, list[float]] | None:
+def _start_heads(model: MultiTaskRanker, pairs: pd.DataFrame, lexical: torch.Tensor | None
+                 ) -> dict[str, dict[str, float]] | None:
     """Where each head starts: the first steps then learn relevance instead of how rare purchases are.
 
-    Without the similarity feature, the output bias is the logit of the head's base rate (its
-    conditional rate under the chain). With it, the head is a binomial logistic regression of its
-    signal on the retrieval similarity: the bias the intercept, ``a_t`` the slope; returns
-    (intercept, slope) per task."""
+    Without pair features, the output bias is the logit of the head's base rate (its conditional
+    rate under the chain). With the retrieval similarity and/or the coverage features, the head is
+    a binomial logistic regression of its signal on them: the bias its intercept, ``a_t`` and
+    ``u_t`` its slopes; returns those per task."""
     from sklearn.linear_model import LogisticRegression
 
-    r = pairs["similarity"].to_numpy(dtype=float) if model.reads_similarity else None
+    columns, names = [], []
+    if model.reads_similarity:
+        columns.append(pairs["similarity"].to_numpy(dtype=float)[:, None])
+        names.append("similarity")
+    if lexical is not None:
+        columns.append(lexical.numpy().astype(float))
+        names += model.card.lexical
+    x = np.hstack(columns) if columns else None
     fitted = {}
     for t, tower in model.towers.items():
         trials, events = _conditional_counts(pairs, t, model.card.chain)
-        if r is None:
+        slopes = np.zeros(len(names))
+        if x is None:
             q = min(max(events.sum() / trials.sum(), 1e-6), 1 - 1e-6)
-            intercept, slope = math.log(q / (1 - q)), 0.0
+            intercept = math.log(q / (1 - q))
         else:
-            x = np.concatenate([r, r]).reshape(-1, 1)
-            y = np.concatenate([np.ones(len(r)), np.zeros(len(r))])
+            xx = np.vstack([x, x])
+            y = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
             weight = np.concatenate([events, trials - events])
             keep = weight > 0
-            lr = LogisticRegression(C=1e4).fit(x[keep], y[keep], sample_weight=weight[keep])
-            intercept, slope = float(lr.intercept_[0]), float(lr.coef_[0, 0])
-            fitted[t] = [round(intercept, 4), round(slope, 4)]
+            lr = LogisticRegression(C=1e4).fit(xx[keep], y[keep], sample_weight=weight[keep])
+            intercept, slopes = float(lr.intercept_[0]), lr.coef_[0]
+            fitted[t] = {"intercept": round(intercept, 4), **{n: round(float(v), 4) for n, v in zip(names, slopes)}}
         with torch.no_grad():
             tower[-1].bias.fill_(intercept)
-            model.similarity_weights[t].fill_(slope)
+            if model.reads_similarity:
+                model.similarity_weights[t].fill_(float(slopes[0]))
+            if lexical is not None:
+                model.lexical_weights[t].copy_(torch.as_tensor(slopes[-lexical.shape[1]:], dtype=torch.float32))
     return fitted or None
 
 
@@ -162,15 +174,15 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             raise InputError(f"the training pairs hold no {t} events; the {t} head cannot learn")
     entropies = {t: base_entropy(r) for t, r in rates.items()}
     model.card.base_rates = {t: round(r, 6) for t, r in rates.items()}
-    start_heads = _start_heads(model, pairs)
+    lexical = model.lexical_features(pairs["query"].tolist(), pairs["text"].tolist())
+    start_heads = _start_heads(model, pairs, lexical)
     device = model.device
     trainable_layers = freeze_lower_layers(model, settings.train_layers)
     model.train()
     encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW([
         {"params": encoder_params, "lr": settings.learning_rate},
-        {"params": [*model.towers.parameters(), *model.similarity_weights.parameters()],
-         "lr": settings.head_learning_rate},
+        {"params": model.head_parameters(), "lr": settings.head_learning_rate},
     ], weight_decay=settings.weight_decay)
     per_epoch = math.ceil(len(pairs) / settings.batch_size)
     steps = max(1, int(round(per_epoch * settings.epochs)))
@@ -200,6 +212,8 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
         batch = model.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
         if sims is not None:
             batch["similarity"] = sims[idx].to(device)
+        if lexical is not None:
+            batch["lexical"] = lexical[idx].to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(**batch)
         batch_counts = {t: c[idx].to(device) for t, c in counts.items()}
@@ -232,4 +246,4 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             "bf16": autocast, "loss_history": history, "seconds": round(seconds, 1),
             "pairs_per_s": round(steps * settings.batch_size / seconds, 1) if seconds else None,
             "events": {COUNT_COLUMNS[t]: int(pairs[COUNT_COLUMNS[t]].sum()) for t in tasks},
-            "similarity_start": start_heads}
+            "head_start": start_heads}
