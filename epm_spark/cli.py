@@ -377,7 +377,7 @@ def _verb_teach(sub) -> None:
     _common(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import teach
+        from epm_spark.pipeline.teach import teach
 
         report = teach(settings, benchmark=args.benchmark, split=args.split, kind=args.teacher, limit=args.limit,
                        run_id=args.run_id or default_run_id())
@@ -406,8 +406,7 @@ def _verb_review(sub) -> None:
         _common(q)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import export_review
-        from epm_spark.pipeline.review import import_review
+        from epm_spark.pipeline.review import export_review, import_review
 
         if args.action == "serve":
             from epm_spark.pipeline.review_app import serve as serve_page
@@ -439,7 +438,7 @@ def _verb_train_judge(sub) -> None:
     _common(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import train_judge
+        from epm_spark.pipeline.teach import train_judge
 
         out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
         report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
@@ -460,7 +459,7 @@ def _evaluate_teacher(evaluations) -> None:
     _common(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.matcher.jobs import evaluate_teacher
+        from epm_spark.pipeline.teach import evaluate_teacher
 
         result = evaluate_teacher(settings, args.benchmark, split=args.split, kind=args.teacher, limit=args.limit)
         if args.json:

@@ -43,7 +43,7 @@ WINDOW = (1280, 1000)
 @pytest.fixture(scope="module")
 def demo_night(spark, tmp_path_factory, tiny_student):
     from epm_spark.demo import EXPORT_CURRENCY, EXPORT_MAPS
-    from epm_spark.models.matcher.jobs import teach
+    from epm_spark.pipeline.teach import teach
     from epm_spark.pipeline.generate import generate
     from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
 

@@ -1,6 +1,6 @@
-"""``epm-spark review import``: a person's verdicts applied to ``rationales`` in one commit.
+"""``epm-spark review export`` / ``review import``: the review queue out, a person's verdicts in.
 
-The file is validated as a whole first (:func:`apply_verdicts` raises on any bad row);
+The imported file is validated as a whole first (:func:`apply_verdicts` raises on any bad row);
 then every benchmark partition it touches is replaced in a single Delta transaction, so
 a failure at any point leaves ``rationales`` exactly as it was: all rows or none.
 """
@@ -12,17 +12,33 @@ from pathlib import Path
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
 from epm_spark.io import delta
-from epm_spark.models.matcher.jobs import _rationales
-from epm_spark.models.matcher.supervision.review import ReviewImport, apply_verdicts, read_review_file
+from epm_spark.models.matcher.supervision.review import (
+    ReviewImport, apply_verdicts, read_review_file, review_queue, write_review_file,
+)
+from epm_spark.pipeline.teach import read_rationales
 
-__all__ = ["import_review"]
+__all__ = ["export_review", "import_review"]
+
+
+def export_review(settings: Settings, out: str | Path, *, benchmark: str | None = None,
+                  statuses: tuple[str, ...] = ("pending",)) -> tuple[Path, int]:
+    """Write the review queue to ``out`` (.csv or .jsonl); returns the path and the number of rows."""
+    rationales = read_rationales(settings.warehouse, benchmark)
+    products = None
+    if delta.table_exists(settings.warehouse, "products") and not rationales.empty:
+        sources = sorted(set(rationales["left_source"]) | set(rationales["right_source"]))
+        products = delta.read_pandas(settings.warehouse, "products", columns=["source", "product_id", "title"],
+                                     filters=[("source", "in", sources)])
+    queue = review_queue(rationales, products, statuses=statuses)
+    return write_review_file(queue, out), len(queue)
 
 
 def import_review(settings: Settings, file: str | Path, *, run_id: str) -> ReviewImport:
+    """Validate a filled-in review file and apply it to ``rationales`` (all rows or none)."""
     verdicts = read_review_file(file)
     if verdicts.empty:
         raise InputError(f"{file} holds no rows")
-    rationales = _rationales(settings.warehouse, None)
+    rationales = read_rationales(settings.warehouse, None)
     updated, report = apply_verdicts(rationales, verdicts, run_id=run_id)
     if report.benchmarks:
         touched = updated[updated["benchmark"].isin(report.benchmarks)]

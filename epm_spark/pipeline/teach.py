@@ -1,4 +1,4 @@
-"""The teach and review jobs: thin functions between the warehouse tables and the pure logic.
+"""The teach job: thin functions between the warehouse tables and the matcher's supervision logic.
 
 Tables are read and written with :func:`epm_spark.io.delta.read_pandas` /
 :func:`~epm_spark.io.delta.write_pandas` (delta-rs on the driver, no Spark): the
@@ -6,7 +6,6 @@ frames are small (one row per labelled pair).
 
 * :func:`teach`: ``labelled_pairs`` + ``products`` -> teacher -> ``rationales``
   (each benchmark's partition is replaced by the merged rows; reviews survive re-runs).
-* :func:`export_review` / :func:`import_review`: the review queue out and the verdicts in.
 * :func:`load_sft_training_set`: verified or agreeing decisions with both listings, for SFT.
 * :func:`evaluate_teacher`: a teacher against gold labels of a benchmark folder, no warehouse.
 * :func:`train_judge`: the learned preference judge from verified/agreeing decisions.
@@ -24,13 +23,10 @@ import pandas as pd
 
 from epm_spark.errors import InputError, TableNotFoundError
 from epm_spark.models.matcher.pairs import benchmark_pairs, join_listings
-from epm_spark.models.matcher.supervision.review import (
-    apply_verdicts, merge_rationales, rationale_rows, read_review_file, review_queue, sft_training_set,
-    write_review_file,
-)
+from epm_spark.models.matcher.supervision.review import merge_rationales, rationale_rows, sft_training_set
 from epm_spark.models.matcher.supervision.teacher import agreement, build_teacher
 
-__all__ = ["TeachReport", "teach", "export_review", "import_review", "load_sft_training_set", "evaluate_teacher",
+__all__ = ["TeachReport", "teach", "read_rationales", "load_sft_training_set", "evaluate_teacher",
            "labelled_pair_frame", "train_judge", "select_split"]
 
 log = logging.getLogger(__name__)
@@ -126,7 +122,8 @@ def _run_teacher(settings: Any, kind: str | None, frame: pd.DataFrame) -> tuple[
                                 endpoint.usage.as_dict() if endpoint is not None else {})
 
 
-def _rationales(warehouse: str, benchmark: str | None) -> pd.DataFrame:
+def read_rationales(warehouse: str, benchmark: str | None) -> pd.DataFrame:
+    """``rationales`` rows (one benchmark, or all)."""
     from epm_spark.io.delta import read_pandas, table_exists
 
     if not table_exists(warehouse, "rationales"):
@@ -134,42 +131,12 @@ def _rationales(warehouse: str, benchmark: str | None) -> pd.DataFrame:
     return read_pandas(warehouse, "rationales", filters=[("benchmark", "=", benchmark)] if benchmark else None)
 
 
-def export_review(settings: Any, out: str | Path, *, benchmark: str | None = None,
-                  statuses: tuple[str, ...] = ("pending",)) -> tuple[Path, int]:
-    """Write the review queue to ``out`` (.csv or .jsonl); returns the path and the number of rows."""
-    from epm_spark.io.delta import read_pandas, table_exists
-
-    rationales = _rationales(settings.warehouse, benchmark)
-    products = None
-    if table_exists(settings.warehouse, "products") and not rationales.empty:
-        sources = sorted(set(rationales["left_source"]) | set(rationales["right_source"]))
-        products = read_pandas(settings.warehouse, "products", columns=["source", "product_id", "title"],
-                               filters=[("source", "in", sources)])
-    queue = review_queue(rationales, products, statuses=statuses)
-    return write_review_file(queue, out), len(queue)
-
-
-def import_review(settings: Any, file: str | Path, *, run_id: str):
-    """Validate a filled-in review file and apply it to ``rationales`` (all rows or none)."""
-    from epm_spark.io.delta import write_pandas
-
-    verdicts = read_review_file(file)
-    if verdicts.empty:
-        raise InputError(f"{file} holds no rows")
-    rationales = _rationales(settings.warehouse, None)
-    updated, report = apply_verdicts(rationales, verdicts, run_id=run_id)
-    for name in report.benchmarks:
-        write_pandas(settings.warehouse, "rationales", updated[updated["benchmark"] == name], mode="replace",
-                     partition={"benchmark": name})
-    return report
-
-
 def load_sft_training_set(settings: Any, *, benchmark: str | None = None, split: str | None = None,
                           include_auto_agreed: bool = True) -> pd.DataFrame:
     """Verified or agreeing decisions from ``rationales`` with both listings joined from ``products``."""
     from epm_spark.io.delta import read_pandas
 
-    rationales = _rationales(settings.warehouse, benchmark)
+    rationales = read_rationales(settings.warehouse, benchmark)
     if split is not None:
         rationales = select_split(rationales, split)
     sources = sorted(set(rationales["left_source"]) | set(rationales["right_source"]))
