@@ -108,6 +108,30 @@ def test_teach_train_rewrite_and_evaluate(spark, base, warehouse, tmp_path, caps
     assert jobs["rewrite"]["model_versions"]["rewriter"].startswith("rl-v1-")
     assert set(jobs["train-rewriter"]["model_versions"]) == {"rewriter_distill", "rewriter_rl"}
 
+    # The job's prompt context (Spark: a model-number join, the sharded index) is the one the student
+    # was trained and evaluated with (the model layer's ListingContext).
+    from pyspark.sql import functions as F
+
+    from epm_spark.models.rewriter.prompt import normalise_query
+    from epm_spark.pipeline.query_search import catalog_index, nearest_listings
+    from epm_spark.pipeline.rewrite import _listing_context
+    from epm_spark.pipeline.train_rewriter import build_listing_context
+
+    asked = sorted({normalise_query(q, 10_000) for q in queries["query"]} | {"x005z", "x012z x013z", "nothing here"})
+    originals = (spark.createDataFrame(pd.DataFrame({"query": asked})).withColumn("text", F.col("query"))
+                 .withColumn("left_id", F.concat_ws("|", F.lit("original"), "query")))
+    built, _, encoder_model = catalog_index(spark, settings, "catalog")
+    nearest = nearest_listings(spark, settings, originals, built, encoder_model, settings.rewriter.rewards.k)
+    rw = settings.rewriter.prompt
+    in_spark = _listing_context(spark, settings, "catalog", originals, nearest, rw.context_listings,
+                                rw.code_listings).toPandas()
+    in_python = build_listing_context(settings, judge)
+    expected = dict(zip(asked, in_python(asked)))
+    assert {q: list(c) for q, c in zip(in_spark["query"], in_spark["context"])} == expected
+    assert rw.code_listings > 0 and expected["x005z"][0].endswith("x005z")
+    # Both listings of the first code named (the benchmark's two tables), before the second code's.
+    assert [t[-5:] for t in expected["x012z x013z"][:2]] == ["x012z", "x012z"]
+
 
 def test_bad_input_is_one_line_naming_it(spark, base, warehouse, tmp_path, capsys):
     bench = tiny_benchmark(tmp_path / "tiny_bench", n=14)

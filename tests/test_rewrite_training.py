@@ -44,6 +44,21 @@ def nearest_titles(n: int = 3) -> ListingContext:
     return ListingContext.from_listings(tiny_judge(), products(), n)
 
 
+def test_context_leads_with_the_listings_carrying_the_querys_model_number():
+    # The bag-of-words judge reads "pslx350h" as one unknown word: its nearest listings miss the
+    # turntable that the catalog spells PS-LX350H; the model-number index finds it.
+    plain, coded = nearest_titles(), ListingContext.from_listings(tiny_judge(), products(), 3, codes=2)
+    assert not any("ps-lx350h" in t for t in plain(["pslx350h"])[0])
+    shown = coded(["pslx350h", "mz77e1t0", "lenovo laptop"])
+    assert shown[0][0] == "sony ps-lx350h belt drive turntable" and len(shown[0]) == 3
+    assert shown[1][0] == "samsung 870 evo 1tb sata ssd mz-77e1t0"
+    assert len(set(shown[1])) == 3, "a listing found both ways is shown once"
+    assert shown[2] == plain(["lenovo laptop"])[0], "a query without a model number sees its nearest listings"
+    assert plain.with_listings(3, codes=1)(["pslx350h"])[0][0] == "sony ps-lx350h belt drive turntable"
+    with pytest.raises(InputError, match="model-number listings needs the catalog's index"):
+        ListingContext(tiny_judge(), {}, 3, codes=1)
+
+
 @pytest.fixture(scope="module")
 def distilled(tiny_student, tmp_path_factory):
     out = tmp_path_factory.mktemp("rewriter") / "distill-v1"

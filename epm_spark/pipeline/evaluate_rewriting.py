@@ -76,7 +76,7 @@ def evaluate_rewriting(settings: Settings, *, distill: str | None = None, rl: st
         context = None
         if model.reads_context:
             listings = listings or build_listing_context(settings, judge)
-            context = listings.with_listings(model.prompt.context_listings)
+            context = listings.with_listings(model.prompt.context_listings, model.prompt.code_listings)
         systems[name] = lambda qs, m=model, c=context: m.rewrite(qs, c(qs) if c else None, show_progress=True)
     report = evaluate_rewriters(held_out, judge, systems, comparisons=COMPARISONS, resamples=rw.bootstrap_resamples)
     report.update(split=split, source=rw.source, encoder=judge.encoder.model_version, models=folders,

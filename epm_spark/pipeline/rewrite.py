@@ -82,15 +82,55 @@ def _rewriter(folder: str, settings, device: str):
     return _REWRITERS[key]
 
 
-def _listing_context(spark: SparkSession, settings: Settings, source: str, originals, nearest, shown: int):
-    """``query, context``: the titles of each query's ``shown`` nearest listings, nearest first, as the
-    rewriter's prompt shows them (:func:`~epm_spark.models.rewriter.retrieval.context_title`)."""
+def _listing_context(spark: SparkSession, settings: Settings, source: str, originals, nearest, shown: int,
+                     codes: int):
+    """``query, context``: the titles the rewriter's prompt shows, as
+    :class:`~epm_spark.models.rewriter.retrieval.ListingContext` orders them: up to ``codes`` listings
+    carrying a model number the query names (the first code's, lowest product id first), then its nearest
+    listings, ``shown`` in all (:func:`~epm_spark.models.rewriter.retrieval.context_title` each)."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    top = nearest.filter(F.col("rank") <= shown).select("left_id", "rank", F.col("right_id").alias("product_id"))
-    listings = (delta.read(spark, settings.warehouse, "products", engine=settings.delta.engine)
-                .filter(F.col("source") == source).select("product_id", "title", "brand", "attributes")
-                .join(top.select("product_id").distinct(), "product_id", "left_semi"))
+    from epm_spark.models.rewriter.retrieval import LISTINGS_PER_CODE
+
+    codes = min(codes, shown)
+    catalog = (delta.read(spark, settings.warehouse, "products", engine=settings.delta.engine)
+               .filter(F.col("source") == source).select("product_id", "title", "brand", "attributes"))
+    # Nearest listings rank 1..; a model-number listing ranks before them, and is not shown twice.
+    top = nearest.filter(F.col("rank") <= shown + codes).select(
+        "left_id", F.col("rank").cast("double").alias("rank"), F.col("right_id").alias("product_id"))
+    if codes > 0:
+        def listing_codes(batches):
+            from epm_spark.models.rewriter.retrieval import listing_model_numbers
+
+            for pdf in batches:
+                rows = [(r["product_id"], c) for r in pdf.to_dict("records") for c in listing_model_numbers(r)]
+                yield pd.DataFrame(rows, columns=["product_id", "code"])
+
+        def query_codes(batches):
+            from epm_spark.models.rewriter.retrieval import query_model_numbers
+
+            for pdf in batches:
+                rows = [(i, c, n) for i, q in zip(pdf["left_id"], pdf["query"])
+                        for n, c in enumerate(query_model_numbers(q))]
+                yield pd.DataFrame(rows, columns=["left_id", "code", "code_pos"])
+
+        carrying = (catalog.mapInPandas(listing_codes, "product_id string, code string").distinct()
+                    .withColumn("i", F.row_number().over(Window.partitionBy("code").orderBy("product_id")))
+                    .filter(F.col("i") <= LISTINGS_PER_CODE))
+        named = originals.select("left_id", "query").mapInPandas(query_codes,
+                                                                   "left_id string, code string, code_pos int")
+        first = (named.join(carrying, "code").groupBy("left_id", "product_id")
+                 .agg(F.min(F.struct("code_pos", "i")).alias("_o"))
+                 .withColumn("_n", F.row_number().over(Window.partitionBy("left_id").orderBy("_o")))
+                 .filter(F.col("_n") <= codes)
+                 .select("left_id", (F.col("_n") - codes - 1).cast("double").alias("rank"), "product_id"))
+        top = (top.unionByName(first).groupBy("left_id", "product_id").agg(F.min("rank").alias("rank"))
+               .withColumn("_n", F.row_number().over(Window.partitionBy("left_id").orderBy("rank")))
+               .filter(F.col("_n") <= shown).drop("_n"))
+    else:
+        top = top.filter(F.col("rank") <= shown)
+    listings = catalog.join(top.select("product_id").distinct(), "product_id", "left_semi")
 
     def titles(batches):
         from epm_spark.models.rewriter.retrieval import context_title
@@ -146,10 +186,11 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
                  .withColumn("left_id", F.concat_ws(_SEP, "role", "query")))
     original_nearest = nearest_listings(spark, settings, originals, built, encoder_model, k).persist(
         StorageLevel.MEMORY_AND_DISK)
-    shown = card_prompt(**card.prompt).context_listings
-    if shown > 0:
-        queries = queries.join(_listing_context(spark, settings, source, originals, original_nearest, shown), "query",
-                               "left")
+    prompt = card_prompt(**card.prompt)
+    if prompt.context_listings > 0:
+        context = _listing_context(spark, settings, source, originals, original_nearest, prompt.context_listings,
+                                   prompt.code_listings)
+        queries = queries.join(context, "query", "left")
     else:
         queries = queries.withColumn("context", F.lit(None).cast("array<string>"))
 

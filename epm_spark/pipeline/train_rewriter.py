@@ -126,10 +126,13 @@ def build_retrieval_judge(settings: Settings, *, encoder: str | None = None, jud
 
 
 def build_listing_context(settings: Settings, judge):
-    """The titles of each query's nearest listings (through ``judge``'s index) that the student's prompt shows."""
+    """The listing titles the student's prompt shows: those carrying the query's model number, then its
+    nearest listings (through ``judge``'s index)."""
     from epm_spark.models.rewriter.retrieval import ListingContext
 
-    return ListingContext.from_listings(judge, catalog_listings(settings), settings.rewriter.prompt.context_listings)
+    prompt = settings.rewriter.prompt
+    return ListingContext.from_listings(judge, catalog_listings(settings), prompt.context_listings,
+                                        codes=prompt.code_listings)
 
 
 def build_teacher(settings: Settings, kind: str | None = None):

@@ -72,8 +72,9 @@ def write_rewriter_card(folder: str | Path, card: RewriterCard) -> Path:
 
 def card_prompt(**fields: Any) -> RewritePromptSettings:
     """The prompt a rewriter card records. A card written before prompts showed listings has no
-    ``context_listings``: it saw the query alone."""
-    return RewritePromptSettings(**{"context_listings": 0, **fields})
+    ``context_listings``: it saw the query alone; one written before they led with the listings
+    carrying the query's model number has no ``code_listings``."""
+    return RewritePromptSettings(**{"context_listings": 0, "code_listings": 0, **fields})
 
 
 def adapter_digest(folder: Path, adapters: list[str]) -> str:

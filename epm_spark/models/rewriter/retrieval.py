@@ -27,7 +27,7 @@ from epm_spark.models.rewriter.prompt import normalise_query
 from epm_spark.models.search.evaluation import ndcg_at_k
 
 __all__ = ["ndcg_of_ranking", "recall_of_ranking", "grades_by_query", "RetrievalJudge", "context_title",
-           "ListingContext"]
+           "query_model_numbers", "listing_model_numbers", "ModelNumberIndex", "ListingContext"]
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +131,79 @@ def context_title(listing: Mapping[str, object]) -> str:
     return f"{brand} {title}" if brand and brand not in title else title
 
 
+def query_model_numbers(query: str) -> tuple[str, ...]:
+    """The model numbers a query names, normalised (``PS-LX350H`` -> ``pslx350h``), in the order typed."""
+    from epm_spark.models.matcher.supervision.attributes import extract
+
+    return extract(normalise_query(query, 10_000)).model_numbers
+
+
+def listing_model_numbers(listing: Mapping[str, object]) -> tuple[str, ...]:
+    """The model numbers of a ``products`` row, normalised as :func:`query_model_numbers`'s."""
+    from epm_spark.models.matcher.supervision.attributes import extract
+
+    return extract(listing).model_numbers
+
+
+# Listings kept per model number: a code carried by more is a product family, not one product.
+LISTINGS_PER_CODE = 8
+
+
+class ModelNumberIndex:
+    """Model number -> the catalog's listings carrying it (at most ``per_code``, lowest product id first).
+
+    The dual-encoder reads a bare code such as ``010-00715-30`` as noise and its nearest listings
+    rarely carry it; an exact lookup finds the listing whose brand and product words the rewrite needs.
+    """
+
+    def __init__(self, by_code: Mapping[str, Sequence[str]]):
+        self.by_code = {c: list(ids) for c, ids in by_code.items()}
+
+    @classmethod
+    def from_listings(cls, listings: pd.DataFrame, per_code: int = LISTINGS_PER_CODE) -> ModelNumberIndex:
+        by_code: dict[str, list[str]] = {}
+        for row in listings.to_dict("records"):
+            for code in listing_model_numbers(row):
+                by_code.setdefault(code, []).append(str(row["product_id"]))
+        return cls({c: sorted(set(ids))[:per_code] for c, ids in by_code.items()})
+
+    def lookup(self, query: str) -> list[str]:
+        """Listings carrying the query's model numbers: the first code's, then the next code's."""
+        out: list[str] = []
+        for code in query_model_numbers(query):
+            out += [p for p in self.by_code.get(code, ()) if p not in out]
+        return out
+
+
 class ListingContext:
-    """Queries -> the titles of their nearest listings, nearest first: the ``catalog:`` line of the prompt.
+    """Queries -> the titles of the listings the prompt's ``catalog:`` line shows: up to ``codes``
+    listings carrying a model number the query names, then its nearest listings, ``n`` in all.
 
     ``retriever``: anything with ``retrieve(texts) -> [[product id, ...], ...]`` (a
     :class:`RetrievalJudge`); ``listings``: product id -> its ``products`` row, made a
-    :func:`context_title` when first shown (a catalog of millions is not read in full).
+    :func:`context_title` when first shown (a catalog of millions is not read in full);
+    ``index``: the catalog's :class:`ModelNumberIndex` (needed when ``codes`` > 0).
     """
 
-    def __init__(self, retriever, listings: Mapping[str, Mapping[str, object]], n: int):
-        self.retriever, self.listings, self.n = retriever, listings, n
+    def __init__(self, retriever, listings: Mapping[str, Mapping[str, object]], n: int, *, codes: int = 0,
+                 index: ModelNumberIndex | None = None):
+        if codes > 0 and index is None:
+            raise InputError("a listing context that leads with model-number listings needs the catalog's index")
+        self.retriever, self.listings, self.n, self.index = retriever, listings, n, index
+        self.codes = min(codes, n)
         self._titles: dict[str, str] = {}
 
     @classmethod
-    def from_listings(cls, retriever, listings: pd.DataFrame, n: int) -> ListingContext:
-        return cls(retriever, dict(zip(listings["product_id"].astype(str), listings.to_dict("records"))), n)
+    def from_listings(cls, retriever, listings: pd.DataFrame, n: int, *, codes: int = 0) -> ListingContext:
+        return cls(retriever, dict(zip(listings["product_id"].astype(str), listings.to_dict("records"))), n,
+                   codes=codes, index=ModelNumberIndex.from_listings(listings) if codes > 0 else None)
 
-    def with_listings(self, n: int) -> ListingContext:
-        """The same retrieval and titles, showing ``n`` listings."""
-        other = ListingContext(self.retriever, self.listings, n)
+    def with_listings(self, n: int, codes: int = 0) -> ListingContext:
+        """The same retrieval, index and titles, showing ``n`` listings, ``codes`` of them by model number."""
+        index = self.index
+        if codes > 0 and index is None:
+            index = ModelNumberIndex.from_listings(pd.DataFrame(list(self.listings.values())))
+        other = ListingContext(self.retriever, self.listings, n, codes=codes, index=index)
         other._titles = self._titles
         return other
 
@@ -162,4 +216,9 @@ class ListingContext:
         if self.n <= 0:
             return [[] for _ in queries]
         ranked = self.retriever.retrieve([normalise_query(q, 10_000) for q in queries])
-        return [[self.title(p) for p in ids if p in self.listings][: self.n] for ids in ranked]
+        out = []
+        for query, nearest in zip(queries, ranked):
+            first = self.index.lookup(query)[: self.codes] if self.codes > 0 else []
+            ids = first + [p for p in nearest if p not in first]
+            out.append([self.title(p) for p in ids if p in self.listings][: self.n])
+        return out

@@ -46,12 +46,17 @@ class RewritePromptSettings:
     # context_chars: the brand and product words a rewrite can borrow. 0 shows the query alone.
     context_listings: int = 3
     context_chars: int = 60
+    # Of those, at most this many are listings that carry a model number the query names (the
+    # attribute extractor's), first: a bare code's brand and product type, which the dual-encoder's
+    # nearest listings often miss. The rest are the nearest listings.
+    code_listings: int = 2
 
     def __post_init__(self) -> None:
         _check(bool(self.system.strip()), "rewriter.prompt.system must not be empty")
         _check(self.max_query_chars >= 8, "rewriter.prompt.max_query_chars must be >= 8")
         _check(self.context_listings >= 0, "rewriter.prompt.context_listings must be >= 0")
         _check(self.context_chars >= 8, "rewriter.prompt.context_chars must be >= 8")
+        _check(self.code_listings >= 0, "rewriter.prompt.code_listings must be >= 0")
 
 
 @dataclass
