@@ -18,9 +18,11 @@ from epm_spark.models.rewriter.prompt import render_prompt, rewrite_messages
 from epm_spark.models.rewriter.retrieval import ListingContext
 from epm_spark.models.rewriter.rewards import build_rewrite_rewards
 from epm_spark.models.rewriter.settings import (
-    RewriteInferenceSettings, RewriteRewardSettings, RewriteRLSettings, RewriteSFTSettings,
+    RewriteInferenceSettings, RewritePromptSettings, RewriteRewardSettings, RewriteRLSettings, RewriteSFTSettings,
 )
-from epm_spark.models.rewriter.training import distill_examples, select_rl_queries, train_distill, train_rewriter_rl
+from epm_spark.models.rewriter.training import (
+    _contexts, distill_examples, select_rl_queries, train_distill, train_rewriter_rl,
+)
 
 EXAMPLES = pd.DataFrame({"query": ["smasung ssd 1tb", "ps-lx350h", "crucial mx500 1 tb", "lenovo laptop"],
                          "rewrite": ["samsung ssd 1tb", "sony ps-lx350h turntable", "crucial mx500 1tb",
@@ -57,6 +59,9 @@ def test_context_leads_with_the_listings_carrying_the_querys_model_number():
     assert plain.with_listings(3, codes=1)(["pslx350h"])[0][0] == "sony ps-lx350h belt drive turntable"
     with pytest.raises(InputError, match="model-number listings needs the catalog's index"):
         ListingContext(tiny_judge(), {}, 3, codes=1)
+    # Training shows what the model's own prompt asks for, whatever the context was built with.
+    assert _contexts(["pslx350h"], RewritePromptSettings(code_listings=0), coded) == plain(["pslx350h"])
+    assert _contexts(["pslx350h"], RewritePromptSettings(code_listings=1), plain)[0][0].startswith("sony ps-lx350h")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +93,6 @@ def test_the_prompt_shows_the_nearest_listings_without_seller_noise():
     titles = nearest_titles(2)(["crucial mx500 1tb", "sony pslx350h turntable"])
     assert titles[0] == ["crucial mx500 1tb sata ssd", "crucial mx500 500gb sata ssd"]
     assert titles[1][0] == "sony ps-lx350h belt drive turntable"
-    from epm_spark.models.rewriter.settings import RewritePromptSettings
 
     user = rewrite_messages("Crucial  MX500 1tb", RewritePromptSettings(context_chars=20), titles[0])[1]["content"]
     assert user == "crucial mx500 1tb\ncatalog: crucial mx500 1tb | crucial mx500 500gb"  # cut at a word
@@ -98,7 +102,6 @@ def test_the_prompt_shows_the_nearest_listings_without_seller_noise():
 
 def test_distill_examples_mask_the_prompt_and_skip_empty_rewrites(tiny_student):
     from epm_spark.models.matcher.student.model import load_tokenizer
-    from epm_spark.models.rewriter.settings import RewritePromptSettings
 
     tokenizer = load_tokenizer(str(tiny_student))
     frame = pd.concat([EXAMPLES, pd.DataFrame({"query": ["x y"], "rewrite": [None]})], ignore_index=True)

@@ -57,6 +57,10 @@ def _contexts(queries: Sequence[str], prompt: RewritePromptSettings, context: Co
     if context is None:
         raise InputError("the rewriter prompt shows the nearest listings (rewriter.prompt.context_listings > 0) "
                          "but no listing context was given")
+    # The model's own prompt decides the catalog line: an RL run from a distilled folder shows what SFT showed.
+    with_listings = getattr(context, "with_listings", None)
+    if with_listings is not None:
+        context = with_listings(prompt.context_listings, prompt.code_listings)
     return context(list(queries))
 
 
