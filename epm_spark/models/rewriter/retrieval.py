@@ -132,7 +132,8 @@ def context_title(listing: Mapping[str, object]) -> str:
 
 
 def query_model_numbers(query: str) -> tuple[str, ...]:
-    """The model numbers a query names, normalised (``PS-LX350H`` -> ``pslx350h``), in the order typed."""
+    """The model numbers a query names, normalised (``ps-lx350h`` and ``PSLX350H`` -> ``PSLX350H``), in the
+    order typed."""
     from epm_spark.models.matcher.supervision.attributes import extract
 
     return extract(normalise_query(query, 10_000)).model_numbers
