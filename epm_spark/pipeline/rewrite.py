@@ -128,8 +128,6 @@ def _listing_context(spark: SparkSession, settings: Settings, source: str, origi
         top = (top.unionByName(first).groupBy("left_id", "product_id").agg(F.min("rank").alias("rank"))
                .withColumn("_n", F.row_number().over(Window.partitionBy("left_id").orderBy("rank")))
                .filter(F.col("_n") <= shown).drop("_n"))
-    else:
-        top = top.filter(F.col("rank") <= shown)
     listings = catalog.join(top.select("product_id").distinct(), "product_id", "left_semi")
 
     def titles(batches):
