@@ -68,8 +68,20 @@ def test_pairs_layout_splits_clusters_and_aliases(pairs_layout):
     assert (offer.price, offer.currency) == (169.0, "EUR")
     left, right = b.corpus("test_000un")
     assert left.product_id.tolist() == ["2"] and right.product_id.tolist() == ["1"]
+    # Both sides are one pool of offers: one source, so an offer's pairs on either side are one listing's.
+    assert b.left_source == b.right_source == "wdc" and set(b.pairs.left_source) == set(b.pairs.right_source) == {"wdc"}
+    assert sorted(b.listings().product_id) == ["1", "2", "3"]
     with pytest.raises(InputError, match="no split 'nope'"):
         b.split_pairs("nope")
+
+
+def test_an_id_naming_two_different_offers_is_refused(pairs_layout):
+    a, b = _offer(1, 10, "Fenix 21700 battery"), _offer(2, 10, "Fenix 5000mAh 21700")
+    with gzip.open(pairs_layout / "x80cc20rnd000un_valid_medium.json.gz", "wt") as fh:
+        rec = {f"{k}_left": v for k, v in b.items()} | {f"{k}_right": v for k, v in (a | {"title": "Nitecore"}).items()}
+        fh.write(json.dumps(rec | {"pair_id": "2#1", "label": 0, "is_hard_negative": True}) + "\n")
+    with pytest.raises(InputError, match="1 offer ids name different offers.*1: 'Fenix 21700 battery' vs 'Nitecore'"):
+        load_benchmark(pairs_layout)
 
 
 def test_bad_folders_say_what_is_expected(tmp_path, tables_layout):
@@ -88,8 +100,8 @@ def test_load_benchmark_writes_products_and_pairs_and_replaces_on_reload(setting
         load_benchmark_tables(None, settings, path=str(tables_layout), run_id="r1")
     load_benchmark_tables(None, settings, path=str(pairs_layout), name="wdc", run_id="r1")
     products = delta.read_pandas(settings.warehouse, "products")
-    assert products.groupby("source").size().to_dict() == {
-        "mini_tables_left": 2, "mini_tables_right": 2, "wdc_left": 3, "wdc_right": 3}
+    # A WDC file's two sides are one pool of offers: each offer once, under one source.
+    assert products.groupby("source").size().to_dict() == {"mini_tables_left": 2, "mini_tables_right": 2, "wdc": 3}
     pairs = delta.read_pandas(settings.warehouse, "labelled_pairs")
     assert pairs.groupby("benchmark").size().to_dict() == {"mini_tables": 4, "wdc": 5}
 

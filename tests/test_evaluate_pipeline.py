@@ -9,6 +9,7 @@ from encoder_tiny import save_tiny
 from epm_spark.config import load_settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import load_benchmark
+from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
 from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline, true_matches
 from tiny_student import tiny_student  # noqa: F401
 
@@ -38,21 +39,27 @@ def test_tables_layout_truth_is_every_labelled_match_among_the_listings(tables_b
     assert true_matches(bench, {"1"}, {"0", "2"}) == set()
 
 
-def test_pairs_layout_truth_is_shared_product_cluster(tmp_path):
-    d = tmp_path / "toy_wdc"
+def _offer(i, cluster, title):
+    return {"id": i, "brand": None, "title": title, "description": None, "price": None,
+            "priceCurrency": None, "cluster_id": cluster}
+
+
+A, B, C, E = _offer(1, 10, "fenix 21700"), _offer(2, 10, "fenix 21700 5000mah"), _offer(3, 11, "fenix 18650"), \
+    _offer(4, 11, "fenix 18650 3500mah")
+
+
+def _wdc_folder(d, rows):
     d.mkdir()
-
-    def offer(i, cluster, title):
-        return {"id": i, "brand": None, "title": title, "description": None, "price": None,
-                "priceCurrency": None, "cluster_id": cluster}
-
-    a, b, c, e = offer(1, 10, "fenix 21700"), offer(2, 10, "fenix 21700 5000mah"), offer(3, 11, "fenix 18650"), \
-        offer(4, 11, "fenix 18650 3500mah")
     with gzip.open(d / "x80cc20rnd000un_gs.json.gz", "wt") as fh:
-        # Only (a, b) and (c, b) are labelled, yet (c, e) share a cluster and (a, e) do not.
-        for left, right, label in ((a, b, 1), (c, b, 0), (a, e, 0)):
+        for left, right, label in rows:
             rec = {f"{k}_left": v for k, v in left.items()} | {f"{k}_right": v for k, v in right.items()}
             fh.write(json.dumps(rec | {"pair_id": f"{left['id']}#{right['id']}", "label": label}) + "\n")
+    return d
+
+
+def test_pairs_layout_truth_is_shared_product_cluster(tmp_path):
+    # Only (a, b) and (c, b) are labelled, yet (c, e) share a cluster and (a, e) do not.
+    d = _wdc_folder(tmp_path / "toy_wdc", ((A, B, 1), (C, B, 0), (A, E, 0)))
     bench = load_benchmark(d)
     left_ids, right_ids = set(bench.pairs.left_id), set(bench.pairs.right_id)
     assert true_matches(bench, left_ids, right_ids) == {("1", "2"), ("3", "4")}
@@ -83,3 +90,21 @@ def test_pipeline_end_to_end_figures_agree_with_the_matches_it_wrote(spark, tmp_
     sampled = evaluate_pipeline(spark, settings, benchmark=str(tables_benchmark), k=2, matcher=str(tiny_student),
                                 queries=2, seed=1)
     assert sampled["left_listings"] == 2 and sampled["candidates"] == 4
+
+
+def test_blocking_a_pool_of_offers_is_deduplication(spark, tmp_path):
+    """A pairs-layout benchmark's sides are one pool: blocked against itself, and a true pair
+    labelled either way round is found by the one unordered candidate ``block`` writes."""
+    d = _wdc_folder(tmp_path / "toy_wdc", ((A, B, 1), (E, C, 1), (A, C, 0)))
+    settings = load_settings(overrides=["spark.ui_enabled=false", "block.query_partitions=2"],
+                             warehouse=str(tmp_path / "unused"))
+    settings.encoder.backbone = str(save_tiny(tmp_path / "encoder"))
+    keep = tmp_path / "scratch"
+    result = evaluate_blocking(spark, settings, benchmark=str(d), ks=[3], split="test_000un", keep=str(keep))
+    products = delta.read_pandas(str(keep / "warehouse"), "products")
+    assert sorted(products.product_id) == ["1", "2", "3", "4"] and set(products.source) == {"toy_wdc"}
+    candidates = delta.read_pandas(str(keep / "warehouse"), "candidates")
+    assert (candidates.left_id < candidates.right_id).all() and (candidates.left_source == "toy_wdc").all()
+    # Four offers, each with the other three: all six unordered pairs, both true ones among them.
+    assert (result["candidates@3"], result["true_matches"]) == (6, 2)
+    assert result["pair_completeness@3"] == 1.0 and result["reduction_ratio@3"] == 0.0

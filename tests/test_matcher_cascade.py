@@ -382,6 +382,16 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     dedup = pairs.assign(left_source="ours", right_source="ours")
     np.testing.assert_allclose(guarded.decide(dedup)["probability"], plain_cascade.decide(dedup)["probability"])
     assert guarded.standing_used is False
+    # Learned on one pool of offers against itself (a WDC Products file), the other way round: its
+    # own kind of pair reads the standing, pairs of two catalogs do not.
+    (out / "cascade.json").write_text(json.dumps({**spec, "standing": {**spec["standing"], "same_source": True}}))
+    pooled = Cascade.load(out, settings.matcher.inference, with_student=False)
+    assert pooled.valid_same_source and not guarded.valid_same_source
+    np.testing.assert_allclose(pooled.decide(dedup)["probability"], cascade.decide(dedup)["probability"])
+    assert pooled.standing_used is True
+    np.testing.assert_allclose(pooled.decide(pairs)["probability"], plain_cascade.decide(pairs)["probability"])
+    assert pooled.standing_used is False
+    (out / "cascade.json").write_text(json.dumps(spec))
     # The Spark job measures the shares over the whole run, not per batch: every listing has a rival.
     match(spark, run_settings, left="hard_left", right="hard_right", run_id="r3", candidates_run_id="r2",
           model=str(out))

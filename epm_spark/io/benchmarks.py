@@ -8,7 +8,11 @@
   ``is_hard_negative``).
 
 Both become the same :class:`Benchmark`: the listings of each side in the columns of
-the ``products`` table, and the labelled pairs in the columns of ``labelled_pairs``.
+the ``products`` table, and the labelled pairs in the columns of ``labelled_pairs``. The
+two tables of a DeepMatcher folder are two sources (``<name>_left``, ``<name>_right``: their
+ids are two numberings); both sides of a WDC file are one pool of offers, where the same id
+is the same offer, so they are one source (``<name>``) and its pairs are a de-duplication
+set: an offer's pairs on either side are one listing's candidates.
 Pure pandas, no Spark: evaluation and the model layer read benchmarks directly.
 """
 
@@ -66,11 +70,16 @@ class Benchmark:
 
     @property
     def left_source(self) -> str:
-        return f"{self.name}_left"
+        return self.name if self.layout == "pairs" else f"{self.name}_left"
 
     @property
     def right_source(self) -> str:
-        return f"{self.name}_right"
+        return self.name if self.layout == "pairs" else f"{self.name}_right"
+
+    def listings(self) -> pd.DataFrame:
+        """Every listing once: both sides, an offer that appears on both (pairs layout) once."""
+        both = pd.concat([self.left, self.right], ignore_index=True)
+        return both.drop_duplicates(["source", "product_id"]).reset_index(drop=True)
 
     @property
     def splits(self) -> list[str]:
@@ -215,6 +224,7 @@ def _load_pairs(p: Path, name: str) -> Benchmark:
     required = {"id_left", "id_right", "title_left", "title_right", "label"}
     if required - set(data.columns):
         raise InputError(f"{p}: pairs lack columns {sorted(required - set(data.columns))}")
+    _check_one_offer_per_id(data, p)
     bench.left = _pair_listings(data, "left", bench.left_source)
     bench.right = _pair_listings(data, "right", bench.right_source)
     pairs = pd.DataFrame({
@@ -252,6 +262,19 @@ def _pair_listings(data: pd.DataFrame, side: str, source: str) -> pd.DataFrame:
             "price_raw": _text(rec.get("price")), "attributes": attributes,
         })
     return pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
+
+
+def _check_one_offer_per_id(data: pd.DataFrame, p: Path) -> None:
+    """The pairs are drawn from one pool of offers: every row that names an id must name one offer."""
+    seen = pd.concat([data[[f"id_{side}", f"title_{side}"]].set_axis(["id", "title"], axis=1)
+                      for side in ("left", "right")], ignore_index=True)
+    seen["id"], seen["title"] = seen["id"].astype(str), seen["title"].map(_text).fillna("")
+    titles = seen.drop_duplicates().groupby("id")["title"].agg(list)
+    differ = titles[titles.map(len) > 1]
+    if len(differ):
+        examples = "; ".join(f"{i}: " + " vs ".join(map(repr, t[:2])) for i, t in differ.head(3).items())
+        raise InputError(f"{p}: {len(differ)} offer ids name different offers (one id must be one offer), "
+                         f"e.g. {examples}")
 
 
 def _check_ids(pairs: pd.DataFrame, left: pd.DataFrame, right: pd.DataFrame, p: Path) -> None:

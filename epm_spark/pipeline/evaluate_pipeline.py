@@ -1,12 +1,13 @@
 """``epm-spark evaluate pipeline``: blocking and matching end to end, through the Spark jobs.
 
-The split's listings go into a scratch warehouse as two sources, then the real ``embed``,
-``block`` and ``match`` jobs run, and the decisions are scored against every match the
-benchmark knows:
+The split's listings go into a scratch warehouse as two sources (one for a pairs-layout
+benchmark), then the real ``embed``, ``block`` and ``match`` jobs run, and the decisions are
+scored against every match the benchmark knows:
 
 * tables layout (DeepMatcher): the labelled matches of all splits; the right side is the
   whole right table, as in a nightly run against a competitor's catalog;
-* pairs layout (WDC Products): two offers match when they share a product cluster.
+* pairs layout (WDC Products): one pool of offers, blocked and matched against itself (a
+  de-duplication run); two offers match when they share a product cluster.
 
 A match the blocking step missed is a false negative of the pipeline, so recall here is
 pair completeness times the matcher's recall on the candidates. ``queries`` restricts the
@@ -27,7 +28,7 @@ from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark
 from epm_spark.models.matcher.model_folder import is_model_folder, read_card
-from epm_spark.pipeline.evaluate_blocking import embed_and_block, scratch_benchmark
+from epm_spark.pipeline.evaluate_blocking import embed_and_block, pair_ids, scratch_benchmark
 
 __all__ = ["evaluate_pipeline", "true_matches"]
 
@@ -63,7 +64,13 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
     if queries is not None and queries < len(left):
         left = left.sample(n=queries, random_state=seed)
     k = k or settings.block.k
-    truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
+    dedup = bench.left_source == bench.right_source
+    if dedup:
+        # One pool of offers, blocked and matched against itself: its true pairs are unordered.
+        pool = set(left["product_id"]) | set(right["product_id"])
+        truth = {(min(a, b), max(a, b)) for a, b in true_matches(bench, pool, pool) if a != b}
+    else:
+        truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
     threshold = settings.match.threshold
     if threshold is None and is_model_folder(matcher):
         card = read_card(matcher)
@@ -79,9 +86,9 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
                         model=matcher)
         timings["match_s"] = round(time.monotonic() - t, 2)
         decisions = delta.read_pandas(local.warehouse, "matches", columns=["left_id", "right_id", "label"])
-    candidates = set(zip(decisions["left_id"], decisions["right_id"]))
+    candidates = set(pair_ids(decisions["left_id"], decisions["right_id"], dedup))
     accepted = decisions[decisions["label"] == "match"]
-    predicted = set(zip(accepted["left_id"], accepted["right_id"]))
+    predicted = set(pair_ids(accepted["left_id"], accepted["right_id"], dedup))
     tp = len(predicted & truth)
     precision = tp / len(predicted) if predicted else 0.0
     recall = tp / len(truth) if truth else 0.0

@@ -1,7 +1,8 @@
 """``epm-spark load-benchmark``: a benchmark folder becomes ``products`` and ``labelled_pairs`` rows.
 
-Each side of the benchmark is one source (``<name>_left``, ``<name>_right``); reloading
-replaces those sources and the benchmark's pairs, so it never duplicates. The files are
+Each table of a DeepMatcher folder is one source (``<name>_left``, ``<name>_right``), a WDC
+file's pool of offers one (``<name>``); reloading replaces those sources and the benchmark's
+pairs, so it never duplicates. The files are
 read on the driver (they are small and already on its disk), so no Spark job is needed.
 """
 
@@ -50,12 +51,11 @@ def load_benchmark_tables(spark, settings: Settings, *, path: str, name: str | N
     now = pd.Timestamp(dt.datetime.now(dt.timezone.utc))
     report = BenchmarkLoadReport(bench.name, bench.layout)
     # Both sides in one commit: a job killed between two commits would leave one side reloaded.
-    rows = pd.concat([bench.left, bench.right], ignore_index=True).assign(ingested_at=now, run_id=run_id)
-    delta.write_pandas(settings.warehouse, "products", rows, "replace",
-                       partition={"source": [bench.left["source"].iloc[0], bench.right["source"].iloc[0]]},
+    rows = bench.listings().assign(ingested_at=now, run_id=run_id)
+    sources = sorted(set(rows["source"]))
+    delta.write_pandas(settings.warehouse, "products", rows, "replace", partition={"source": sources},
                        run_id=run_id, job="load-benchmark")
-    for side in (bench.left, bench.right):
-        report.listings[side["source"].iloc[0]] = len(side)
+    report.listings = rows.groupby("source").size().to_dict()
     delta.write_pandas(settings.warehouse, "labelled_pairs", bench.pairs, "replace",
                        partition={"benchmark": bench.name}, run_id=run_id, job="load-benchmark")
     for split, group in bench.pairs.groupby("split"):

@@ -36,7 +36,7 @@ from epm_spark.models.matcher.cascade.combiner import Combiner, logit
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
 from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, pair_tops, shared_shares, standing_features, standing_score, standing_transfers,
+    STANDING_FEATURES, pair_tops, same_source, shared_shares, standing_features, standing_score, standing_transfers,
 )
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
@@ -55,12 +55,6 @@ CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
 
 def is_cascade(path: str | Path) -> bool:
     return (Path(path) / CASCADE_FILE).is_file() and (Path(path) / CARD_FILE).is_file()
-
-
-def _same_source(pairs: pd.DataFrame) -> np.ndarray:
-    if {"left_source", "right_source"} <= set(pairs.columns):
-        return (pairs["left_source"].astype(str) == pairs["right_source"].astype(str)).to_numpy()
-    return np.zeros(len(pairs), dtype=bool)
 
 
 def uses_standing(path: str | Path) -> bool:
@@ -149,6 +143,12 @@ class Cascade:
         return pd.DataFrame({"p_teacher": p_teacher, CE_FEATURE: ce,
                              "standing_score": standing_score(p_teacher, ce, self.spec["teacher_sure"])})
 
+    @property
+    def valid_same_source(self) -> bool:
+        """Whether the standing weights were learned on pairs of one source against itself (a pool
+        of offers, as WDC Products'); cascades trained before this was recorded learned on two."""
+        return bool((self.spec.get("standing") or {}).get("same_source", False))
+
     def standing_applies(self, shares: dict[str, float]) -> bool:
         """Whether a scored set whose pairs share their listings in these ``shares`` (per side, see
         :func:`.standing.shared_shares`) is decided with the standing features; a cascade without a
@@ -200,9 +200,10 @@ class Cascade:
                 x[list(STANDING_FEATURES)] = standing_features(s, tops)
                 if self.fast_plain is not None:
                     applies = self.standing_applies(shares if shares is not None else shared_shares(tops))
-                    # One catalog against itself: most listings have no duplicate at all, so the
-                    # best of a listing's candidates is not the one match it has (standing's premise).
-                    plain = np.logical_or(not applies, _same_source(pairs))
+                    # Weights learned on pairs of two catalogs do not carry over to one catalog
+                    # against itself, where most listings have no duplicate at all (and back): the
+                    # standing applies to pairs of the kind valid held.
+                    plain = np.logical_or(not applies, same_source(pairs) != self.valid_same_source)
                 self.standing_used = bool((~plain[rest]).any())
             for combiner, name, rows in ((self.fast, "fast", rest[~plain[rest]]),
                                          (self.fast_plain, "fast_plain", rest[plain[rest]])):

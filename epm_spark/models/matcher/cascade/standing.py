@@ -24,7 +24,11 @@ The weights learned on valid only carry over to a scored set that holds a listin
 the way the valid pairs do: a valid split where 15% of pairs share their listing with another
 pair teaches that ``alone`` is normal, and a night's blocking candidates, where nearly every
 listing has several, then read as all suspicious. :func:`shared_shares` measures this, without
-labels, on both sets, and :func:`standing_transfers` says whether they are alike.
+labels, on both sets, and :func:`standing_transfers` says whether they are alike. Likewise
+weights learned on pairs of two catalogs (:func:`same_source` false) do not carry over to one
+catalog against itself, where most listings have no duplicate at all, nor the other way round:
+the cascade applies them to pairs of the kind valid held (a WDC Products file is one pool of
+offers, so its valid pairs are of the second kind).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops",
-           "shared_shares", "standing_features", "standing_score", "standing_transfers"]
+           "same_source", "shared_shares", "standing_features", "standing_score", "standing_transfers"]
 
 STANDING_FEATURES: tuple[str, ...] = ("left_gap", "right_gap", "left_alone", "right_alone", "left_best",
                                       "right_best")
@@ -54,6 +58,13 @@ def listing_key(pairs: pd.DataFrame, side: str) -> pd.Series:
     """One listing's identity, (source, id), as text; a frame without sources uses the side's name."""
     source = pairs[f"{side}_source"].astype(str) if f"{side}_source" in pairs else pd.Series(side, index=pairs.index)
     return source + "\x1f" + pairs[f"{side}_id"].astype(str)
+
+
+def same_source(pairs: pd.DataFrame) -> np.ndarray:
+    """Per pair, whether both listings come from one source (a catalog, or a pool of offers, against itself)."""
+    if {"left_source", "right_source"} <= set(pairs.columns):
+        return (pairs["left_source"].astype(str) == pairs["right_source"].astype(str)).to_numpy()
+    return np.zeros(len(pairs), dtype=bool)
 
 
 def listing_tops(keys: pd.Series, score: np.ndarray) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_c
 from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, pair_tops, shared_shares, standing_features, standing_score,
+    STANDING_FEATURES, pair_tops, same_source, shared_shares, standing_features, standing_score,
 )
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
@@ -138,7 +138,8 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         tops = pair_tops(valid, s)
         x_valid[list(STANDING_FEATURES)] = standing_features(s, tops)
         fast_features += STANDING_FEATURES
-        standing = {"shared": shared_shares(tops), "tolerance": settings.standing_tolerance}
+        standing = {"shared": shared_shares(tops), "tolerance": settings.standing_tolerance,
+                    "same_source": bool(same_source(valid).mean() > 0.5)}
     timings["cross_encoder"] = round(time.monotonic() - t, 1)
 
     # 3. The student: SFT on short and explained decisions, then GRPO on short decisions.
