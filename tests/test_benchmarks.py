@@ -100,8 +100,8 @@ def test_load_benchmark_writes_products_and_pairs_and_replaces_on_reload(setting
     for _ in range(2):
         load_benchmark_tables(None, settings, path=str(tables_layout), run_id="r1")
     # A load from before WDC files became one pool left each side as a source; a reload clears them.
-    stale = load_benchmark(pairs_layout, name="wdc").left.assign(source="wdc_left", ingested_at=pd.Timestamp.now(tz="UTC"),
-                                                                   run_id="r0")
+    stale = load_benchmark(pairs_layout, name="wdc").left
+    stale = stale.assign(source="wdc_left", ingested_at=pd.Timestamp.now(tz="UTC"), run_id="r0")
     delta.write_pandas(settings.warehouse, "products", stale, "append", run_id="r0", job="ingest")
     load_benchmark_tables(None, settings, path=str(pairs_layout), name="wdc", run_id="r1")
     products = delta.read_pandas(settings.warehouse, "products")
