@@ -30,7 +30,7 @@ import pandas as pd
 from epm_spark.errors import InputError
 from epm_spark.io.prices import PriceError, normalise_currency, parse_price
 
-__all__ = ["Benchmark", "load_benchmark", "detect_layout", "PRODUCT_COLUMNS", "PAIR_COLUMNS"]
+__all__ = ["Benchmark", "load_benchmark", "detect_layout", "unique_listings", "PRODUCT_COLUMNS", "PAIR_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +69,21 @@ class Benchmark:
     pairs: pd.DataFrame
 
     @property
+    def one_pool(self) -> bool:
+        """Both sides are one pool of offers (pairs layout): one source, its pairs a de-duplication set."""
+        return self.layout == "pairs"
+
+    @property
     def left_source(self) -> str:
-        return self.name if self.layout == "pairs" else f"{self.name}_left"
+        return self.name if self.one_pool else f"{self.name}_left"
 
     @property
     def right_source(self) -> str:
-        return self.name if self.layout == "pairs" else f"{self.name}_right"
+        return self.name if self.one_pool else f"{self.name}_right"
 
     def listings(self) -> pd.DataFrame:
         """Every listing once: both sides, an offer that appears on both (pairs layout) once."""
-        both = pd.concat([self.left, self.right], ignore_index=True)
-        return both.drop_duplicates(["source", "product_id"]).reset_index(drop=True)
+        return unique_listings(self.left, self.right)
 
     @property
     def splits(self) -> list[str]:
@@ -111,6 +115,12 @@ class Benchmark:
             self.left[self.left["product_id"].isin(pairs["left_id"])].reset_index(drop=True),
             self.right[self.right["product_id"].isin(pairs["right_id"])].reset_index(drop=True),
         )
+
+
+def unique_listings(*frames: pd.DataFrame) -> pd.DataFrame:
+    """``products`` rows of several frames, each (source, id) once."""
+    both = pd.concat(frames, ignore_index=True)
+    return both.drop_duplicates(["source", "product_id"]).reset_index(drop=True)
 
 
 def detect_layout(path: str | os.PathLike[str]) -> str:

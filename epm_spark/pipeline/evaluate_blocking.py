@@ -24,17 +24,17 @@ import pandas as pd
 
 from epm_spark.config import Settings
 from epm_spark.io import delta
-from epm_spark.io.benchmarks import Benchmark, load_benchmark
+from epm_spark.io.benchmarks import Benchmark, load_benchmark, unique_listings
 
 __all__ = ["evaluate_blocking", "scratch_benchmark", "embed_and_block", "pair_ids"]
 
 log = logging.getLogger(__name__)
 
 
-def pair_ids(left_ids: Iterable, right_ids: Iterable, dedup: bool) -> list[tuple[str, str]]:
+def pair_ids(pairs: Iterable[tuple[Any, Any]], dedup: bool) -> list[tuple[str, str]]:
     """(left id, right id) per pair; unordered (smaller id first, as ``block`` writes them) in a
     de-duplication set, where a true pair may be listed either way round."""
-    pairs = zip(map(str, left_ids), map(str, right_ids))
+    pairs = ((str(a), str(b)) for a, b in pairs)
     return [(min(a, b), max(a, b)) for a, b in pairs] if dedup else list(pairs)
 
 
@@ -48,7 +48,7 @@ def scratch_benchmark(settings: Settings, bench: Benchmark, left: pd.DataFrame, 
     try:
         now = pd.Timestamp.now(tz="UTC")
         # A pairs-layout benchmark's two sides are one source: its listings are written once.
-        listings = pd.concat([left, right], ignore_index=True).drop_duplicates(["source", "product_id"])
+        listings = unique_listings(left, right)
         delta.write_pandas(local.warehouse, "products", listings.assign(ingested_at=now, run_id="eval"), "replace",
                            partition={"source": sorted(set(listings["source"]))})
         yield local
@@ -78,8 +78,9 @@ def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int
     bench = load_benchmark(benchmark)
     pairs = bench.split_pairs(split)
     left, right = bench.corpus(split)
-    dedup = bench.left_source == bench.right_source
-    truth = set(pair_ids(pairs.loc[pairs.label == 1, "left_id"], pairs.loc[pairs.label == 1, "right_id"], dedup))
+    dedup = bench.one_pool
+    positives = pairs[pairs.label == 1]
+    truth = set(pair_ids(zip(positives.left_id, positives.right_id), dedup))
     timings: dict[str, float] = {}
     with scratch_benchmark(settings, bench, left, right, keep=keep) as local:
         report, blocked = embed_and_block(spark, local, bench, k=max(ks), model=model, timings=timings)
@@ -97,7 +98,7 @@ def evaluate_blocking(spark, settings: Settings, *, benchmark: str, ks: list[int
     }
     for k in sorted(ks):
         top = cands[cands["rank"] <= k]
-        found = len(truth & set(pair_ids(top.left_id, top.right_id, dedup)))
+        found = len(truth & set(pair_ids(zip(top.left_id, top.right_id), dedup)))
         result[f"pair_completeness@{k}"] = round(found / len(truth), 4) if truth else None
         result[f"reduction_ratio@{k}"] = round(1 - len(top) / all_pairs, 4)
         result[f"candidates@{k}"] = len(top)

@@ -64,11 +64,11 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
     if queries is not None and queries < len(left):
         left = left.sample(n=queries, random_state=seed)
     k = k or settings.block.k
-    dedup = bench.left_source == bench.right_source
+    dedup = bench.one_pool
     if dedup:
         # One pool of offers, blocked and matched against itself: its true pairs are unordered.
         pool = set(left["product_id"]) | set(right["product_id"])
-        truth = {(min(a, b), max(a, b)) for a, b in true_matches(bench, pool, pool) if a != b}
+        truth = {(a, b) for a, b in pair_ids(true_matches(bench, pool, pool), dedup=True) if a != b}
     else:
         truth = true_matches(bench, set(left["product_id"]), set(right["product_id"]))
     threshold = settings.match.threshold
@@ -86,9 +86,9 @@ def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str =
                         model=matcher)
         timings["match_s"] = round(time.monotonic() - t, 2)
         decisions = delta.read_pandas(local.warehouse, "matches", columns=["left_id", "right_id", "label"])
-    candidates = set(pair_ids(decisions["left_id"], decisions["right_id"], dedup))
+    candidates = set(pair_ids(zip(decisions["left_id"], decisions["right_id"]), dedup))
     accepted = decisions[decisions["label"] == "match"]
-    predicted = set(pair_ids(accepted["left_id"], accepted["right_id"], dedup))
+    predicted = set(pair_ids(zip(accepted["left_id"], accepted["right_id"]), dedup))
     tp = len(predicted & truth)
     precision = tp / len(predicted) if predicted else 0.0
     recall = tp / len(truth) if truth else 0.0

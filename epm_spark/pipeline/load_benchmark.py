@@ -53,7 +53,7 @@ def load_benchmark_tables(spark, settings: Settings, *, path: str, name: str | N
     # Both sides in one commit: a job killed between two commits would leave one side reloaded.
     rows = bench.listings().assign(ingested_at=now, run_id=run_id)
     sources = sorted(set(rows["source"]))
-    if bench.layout == "pairs":
+    if bench.one_pool:
         # Loads before WDC files became one pool wrote each side as a source of its own: a reload clears them.
         sources += [f"{bench.name}_left", f"{bench.name}_right"]
     delta.write_pandas(settings.warehouse, "products", rows, "replace", partition={"source": sources},
