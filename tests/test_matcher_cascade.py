@@ -214,6 +214,51 @@ def test_cascade_card_and_decisions(trained):
     assert np.allclose(explained_only["probability"], explained_only["p_fast"])
 
 
+def test_teacher_decides_every_pair_when_the_cross_encoder_was_not_shown_to_help(trained, monkeypatch):
+    settings, out, card = trained
+    check = card.metrics["validation"]["fast_tier"]
+    assert check["cross_encoder_decides"]  # the fixture turns the gate off
+    assert {"difference", "ci95_low", "ci95_high"} <= set(check["fast_minus_teacher"])
+    cascade = Cascade.load(out, settings.matcher.inference)
+    assert cascade.cross_encoder_decides
+    cascade.spec.update(cross_encoder_decides=False)
+
+    def not_run(*args, **kwargs):
+        raise AssertionError("the cross-encoder ran although it does not decide")
+
+    monkeypatch.setattr(cascade.cross_encoder, "predict_logits", not_run)
+    _, valid, _ = _frames()
+    decided = cascade.decide(valid)
+    assert (decided["decided_by"] == "teacher").all() and not decided["in_band"].any()
+    threshold = cascade.threshold(None, "teacher")
+    assert 0 < threshold < 1
+    assert ((decided["p_teacher"] >= threshold) == (decided["label"] == "match")).all()
+    assert decided["cross_encoder_logit"].isna().all()
+
+
+def test_fast_tier_check_needs_an_interval_above_zero():
+    """The cross-encoder's tier decides only where valid shows it beats the teacher tier alone."""
+    from epm_spark.models.matcher.cascade.settings import CascadeSettings
+
+    rng = np.random.default_rng(0)
+    gold = (rng.random(600) < 0.25).astype(int)
+    groups = np.full(600, "all")
+    # A teacher right on 95% of pairs, never sure; a fast tier with the very same decisions.
+    right = rng.random(600) < 0.95
+    p_teacher = np.where(right == gold.astype(bool), 0.8, 0.2)
+    same = cascade_train._fast_tier_check(p_teacher, p_teacher, gold, groups, 0.5, CascadeSettings())
+    assert same["fast_minus_teacher"]["difference"] == pytest.approx(0.0)
+    assert not same["cross_encoder_decides"]
+    assert 0.2 < same["teacher_thresholds"]["default"] <= 0.8
+    ungated = cascade_train._fast_tier_check(p_teacher, p_teacher, gold, groups, 0.5,
+                                             CascadeSettings(gate_cross_encoder=False))
+    assert ungated["cross_encoder_decides"]
+    # A fast tier right on every pair the teacher gets wrong.
+    p_fast = np.where(gold == 1, 0.9, 0.1)
+    better = cascade_train._fast_tier_check(p_teacher, p_fast, gold, groups, 0.5, CascadeSettings())
+    assert better["fast_minus_teacher"]["ci95_low"] > 0 and better["cross_encoder_decides"]
+
+
 def _benchmark_folder(path, pairs: pd.DataFrame):
     path.mkdir()
     for side, table in (("left", "tableA.csv"), ("right", "tableB.csv")):
@@ -255,7 +300,13 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pairs"] == 10 and report["split"] == "test"
-    assert isinstance(report["cascade"]["standing_used"], bool)
+    decides = spec["cross_encoder_decides"]
+    assert report["cascade"]["cross_encoder_decides"] == decides
+    assert decides == card["metrics"]["validation"]["fast_tier"]["cross_encoder_decides"]
+    if decides:
+        assert isinstance(report["cascade"]["standing_used"], bool)
+    else:  # the teacher tier decided every pair; the cross-encoder did not run
+        assert report["cascade"]["decided_by"]["teacher"] == 1.0 and report["cascade"]["standing_used"] is None
     assert set(report["tiers_alone"]) == {"teacher", "cross_encoder", "student_sft", "student_rl"}
     for r in (report["cascade"], *report["tiers_alone"].values()):
         assert {"precision", "recall", "f1", "pairs_per_s"} <= set(r) and 0 <= r["f1"] <= 1

@@ -72,7 +72,7 @@ def evaluate_cascade(settings: Settings, *, bench, pairs, model: str, ablation: 
         "cascade": _report((decided["label"] == "match").to_numpy(), gold, seconds,
                            decided_by={t: round(float(shares.get(t, 0.0)), 4) for t in TIERS}, by_tier=by_tier,
                            tier_seconds={k: round(v, 2) for k, v in cascade.timings.items() if k != "pairs"},
-                           standing_used=cascade.standing_used),
+                           standing_used=cascade.standing_used, cross_encoder_decides=cascade.cross_encoder_decides),
     }
     if ablation:
         tiers: dict[str, Any] = {}

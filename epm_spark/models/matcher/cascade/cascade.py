@@ -9,6 +9,9 @@
    combiner (fitted on the valid split, see :mod:`.combiner`); a set that holds listings'
    candidates unlike valid did, or a catalog against itself, is combined without the standing
    (``fast_plain``). A pair whose log-odds are more than ``band`` from the threshold's is decided here.
+   This tier decides only where it was shown to beat the teacher tier alone on held-out valid
+   pairs (``cross_encoder_decides``); otherwise the teacher tier decides every pair at its own
+   valid threshold and the cross-encoder is not run.
 3. **student**: the EPM-RL student LLM reads the pairs left in the band (at most
    ``max_student_share`` of a batch, nearest the threshold first); its label log-odds join the
    others in the *full* combiner, which decides them when it was the more accurate of the two
@@ -103,6 +106,12 @@ class Cascade:
         return float(table.get(benchmark, table["default"]) if benchmark else table["default"])
 
     @property
+    def cross_encoder_decides(self) -> bool:
+        """Whether the cross-encoder's tier decides the pairs the teacher is unsure of (folders
+        trained before the check was recorded: yes)."""
+        return bool(self.spec.get("cross_encoder_decides", True))
+
+    @property
     def band(self) -> float:
         return float(self.spec["band"])
 
@@ -126,7 +135,7 @@ class Cascade:
         """The teacher tier's P(match) for every pair, the cross-encoder's logit where it was not sure (else NaN)."""
         p_teacher = self.teacher_tier.predict_proba(x[self.teacher_tier.features])
         sure = self.spec["teacher_sure"]
-        rest = np.flatnonzero((p_teacher >= sure) & (p_teacher <= 1 - sure))
+        rest = np.flatnonzero((p_teacher >= sure) & (p_teacher <= 1 - sure) & self.cross_encoder_decides)
         ce = np.full(len(pairs), np.nan)
         if len(rest):
             ce[rest] = self.cross_encoder.predict_logits(pairs.iloc[rest], show_progress=show_progress)
@@ -182,9 +191,13 @@ class Cascade:
             p_teacher = scores["p_teacher"].to_numpy(dtype=float)
             ce = scores[CE_FEATURE].to_numpy(dtype=float)
         sure = self.spec["teacher_sure"]
-        by_teacher = (p_teacher < sure) | (p_teacher > 1 - sure)
+        if self.cross_encoder_decides:
+            by_teacher, teacher_threshold = (p_teacher < sure) | (p_teacher > 1 - sure), 0.5
+        else:
+            by_teacher, teacher_threshold = np.ones(n, dtype=bool), self.threshold(benchmark, "teacher")
         t2 = time.perf_counter()
-        out = pd.DataFrame({"probability": p_teacher, "label": np.where(p_teacher >= 0.5, MATCH, NO_MATCH),
+        out = pd.DataFrame({"probability": p_teacher,
+                            "label": np.where(p_teacher >= teacher_threshold, MATCH, NO_MATCH),
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
                             "p_fast": np.nan, "p_student": np.nan})
         rest = np.flatnonzero(~by_teacher)

@@ -24,6 +24,10 @@ class CascadeSettings:
     # a scored set whose share of pairs sharing a listing differs from valid's by more than
     # `standing_tolerance` (on either side) is decided by that one, as is a catalog matched
     # against itself (de-duplication), where most listings have no match among their candidates.
+    # The cross-encoder's tier decides only where, on held-out valid pairs, the cascade with it beat
+    # the teacher tier deciding every pair alone (paired bootstrap 95% interval above zero: the
+    # test that keeps the student out of its band). Off: it decides whatever valid showed.
+    gate_cross_encoder: bool = True
     candidate_standing: bool = True
     standing_tolerance: float = 0.25
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.

@@ -174,6 +174,8 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         band_report = _band_check(oof_fast[sample], oof_full, y_valid[sample], thresholds, settings.band)
     else:
         band_report = {"student_decides": False}
+    fast_check = _fast_tier_check(p_teacher, oof_fast, y_valid, groups, thresholds["fast"]["default"], settings)
+    thresholds["teacher"] = fast_check.pop("teacher_thresholds")
     teacher_valid = agreement(teacher.results(valid_evidence), y_valid).as_dict()
     sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
     validation = {
@@ -185,6 +187,7 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "fast_plain_combiner_held_out": combiners.get("fast_plain", {}).get("held_out"),
         "full_combiner_held_out": combiners.get("full", {}).get("held_out"),
         "band": band_report,
+        "fast_tier": fast_check,
         "weights": {"fast": fast.contributions(),
                     "full": Combiner.from_dict(combiners["full"]).contributions() if "full" in combiners else None},
     }
@@ -192,7 +195,9 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         "format": 1, "teacher_sure": settings.teacher_sure, "band": settings.band,
         "max_student_share": settings.max_student_share, "combiners": combiners, "thresholds": thresholds,
         "cross_encoder": {"path": "cross_encoder/model", "settings": asdict(settings.cross_encoder)},
-        "student": student_report.get("used"), "student_decides": band_report["student_decides"],
+        "student": student_report.get("used"), "cross_encoder_decides": fast_check["cross_encoder_decides"],
+        # The student's band lies around the fast tier's threshold: no fast tier, no band.
+        "student_decides": band_report["student_decides"] and fast_check["cross_encoder_decides"],
         "standing": standing,
     }
     _write_json(out / CASCADE_FILE, spec, indent=2)
@@ -207,6 +212,25 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     write_card(out, card)
     log.info("cascade: wrote %s (held-out valid F1 %.3f)", out, fast.held_out["f1"])
     return card
+
+
+def _fast_tier_check(p_teacher: np.ndarray, p_fast: np.ndarray, gold: np.ndarray, groups: np.ndarray,
+                     fast_threshold: float, settings: CascadeSettings) -> dict:
+    """Whether the cross-encoder's tier decides valid better than the teacher tier alone.
+
+    The cascade as it decides valid (the teacher's sure pairs, the fast combiner's out-of-fold
+    probabilities for the rest) against the teacher tier deciding every pair at its F1-best
+    threshold. As for the student's band, a tier must be shown to help (paired bootstrap 95%
+    interval above zero) before it overrules a calibrated one: where the teacher's evidence
+    already settles a catalog's pairs, a cross-encoder that adds nothing measurable only adds
+    the variance of its own training run.
+    """
+    sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
+    with_ce = np.where(sure, p_teacher >= 0.5, p_fast >= fast_threshold)
+    teacher_thresholds = thresholds_by_group(p_teacher, gold, groups)[0]
+    gain = paired_bootstrap_f1(with_ce, p_teacher >= teacher_thresholds["default"], gold)
+    decides = gain["ci95_low"] > 0 or not settings.gate_cross_encoder
+    return {"teacher_thresholds": teacher_thresholds, "fast_minus_teacher": gain, "cross_encoder_decides": bool(decides)}
 
 
 def _band_check(p_fast: np.ndarray, p_full: np.ndarray, gold: np.ndarray, thresholds: dict, band: float) -> dict:
