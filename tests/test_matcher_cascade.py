@@ -411,6 +411,15 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     alone = cascade.decide(pairs.iloc[:n])
     assert np.abs(alone["probability"].to_numpy() - expected["probability"].to_numpy()[:n]).max() > 0.05
 
+    # A cascade whose cross-encoder was not shown to help: one pass, every pair the teacher's.
+    teacher_dir = tmp_path / "teacher-decides"
+    shutil.copytree(out, teacher_dir)
+    (teacher_dir / "cascade.json").write_text(json.dumps({**spec, "cross_encoder_decides": False}))
+    assert not uses_standing(teacher_dir)
+    match(spark, run_settings, left="hard_left", right="hard_right", run_id="r2", model=str(teacher_dir))
+    by_teacher = read_pandas(wh, "matches", filters=[("run_id", "=", "r2")])
+    assert len(by_teacher) == 2 * n and (by_teacher["decided_by"] == "teacher").all()
+
     # With a fallback combiner and valid's shares on record, a set whose listings are all alone
     # (unlike valid's, where every listing had rivals) is decided without the standing features.
     spec["combiners"]["fast_plain"] = json.loads((trained_out / "cascade.json").read_text())["combiners"]["fast"]

@@ -62,11 +62,13 @@ def is_cascade(path: str | Path) -> bool:
 
 def uses_standing(path: str | Path) -> bool:
     """Whether a cascade folder's fast combiner reads the pairs' standing (a batch job then ranks
-    each listing's candidates over the whole run before deciding)."""
+    each listing's candidates over the whole run before deciding); not where the teacher tier
+    decides every pair."""
     if not is_cascade(path):
         return False
     spec = json.loads((Path(path) / CASCADE_FILE).read_text(encoding="utf-8"))
-    return any(f in STANDING_FEATURES for f in spec["combiners"]["fast"]["features"])
+    return (bool(spec.get("cross_encoder_decides", True))
+            and any(f in STANDING_FEATURES for f in spec["combiners"]["fast"]["features"]))
 
 
 class Cascade:
@@ -129,7 +131,7 @@ class Cascade:
     @property
     def uses_standing(self) -> bool:
         """Whether the fast combiner reads the pairs' standing among their listings' candidates."""
-        return any(f in STANDING_FEATURES for f in self.fast.features)
+        return self.cross_encoder_decides and any(f in STANDING_FEATURES for f in self.fast.features)
 
     def _tier_scores(self, pairs: pd.DataFrame, x: pd.DataFrame, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """The teacher tier's P(match) for every pair, the cross-encoder's logit where it was not sure (else NaN)."""
