@@ -18,16 +18,16 @@ class CascadeSettings:
     # The teacher tier decides alone where its calibrated P(match) is below `teacher_sure`
     # (no_match) or above 1 - `teacher_sure` (match); the calibration is fitted on the train split.
     teacher_sure: float = 0.01
+    # The cross-encoder's tier decides only where, on held-out valid pairs, the cascade with it beat
+    # the teacher tier deciding every pair alone (paired bootstrap 95% interval above zero: the
+    # test that keeps the student out of its band). Off: it decides whatever valid showed.
+    gate_cross_encoder: bool = True
     # The fast combiner also reads each pair's standing among its listings' other candidates
     # (models/matcher/cascade/standing.py). Its features depend on how many of a listing's
     # candidates the scored set holds, so a second fast combiner without them is fitted too, and
     # a scored set whose share of pairs sharing a listing differs from valid's by more than
     # `standing_tolerance` (on either side) is decided by that one, as is a catalog matched
     # against itself (de-duplication), where most listings have no match among their candidates.
-    # The cross-encoder's tier decides only where, on held-out valid pairs, the cascade with it beat
-    # the teacher tier deciding every pair alone (paired bootstrap 95% interval above zero: the
-    # test that keeps the student out of its band). Off: it decides whatever valid showed.
-    gate_cross_encoder: bool = True
     candidate_standing: bool = True
     standing_tolerance: float = 0.25
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
