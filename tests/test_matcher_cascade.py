@@ -238,24 +238,22 @@ def test_teacher_decides_every_pair_when_the_cross_encoder_was_not_shown_to_help
 
 def test_fast_tier_check_needs_an_interval_above_zero():
     """The cross-encoder's tier decides only where valid shows it beats the teacher tier alone."""
-    from epm_spark.models.matcher.cascade.settings import CascadeSettings
-
     rng = np.random.default_rng(0)
     gold = (rng.random(600) < 0.25).astype(int)
     groups = np.full(600, "all")
     # A teacher right on 95% of pairs, never sure; a fast tier with the very same decisions.
     right = rng.random(600) < 0.95
     p_teacher = np.where(right == gold.astype(bool), 0.8, 0.2)
-    same = cascade_train._fast_tier_check(p_teacher, p_teacher, gold, groups, 0.5, CascadeSettings())
+    never_sure = np.zeros(600, dtype=bool)
+    same = cascade_train._fast_tier_check(p_teacher, never_sure, p_teacher, gold, groups, 0.5, gate=True)
     assert same["fast_minus_teacher"]["difference"] == pytest.approx(0.0)
     assert not same["cross_encoder_decides"]
     assert 0.2 < same["teacher_thresholds"]["default"] <= 0.8
-    ungated = cascade_train._fast_tier_check(p_teacher, p_teacher, gold, groups, 0.5,
-                                             CascadeSettings(gate_cross_encoder=False))
+    ungated = cascade_train._fast_tier_check(p_teacher, never_sure, p_teacher, gold, groups, 0.5, gate=False)
     assert ungated["cross_encoder_decides"]
     # A fast tier right on every pair the teacher gets wrong.
     p_fast = np.where(gold == 1, 0.9, 0.1)
-    better = cascade_train._fast_tier_check(p_teacher, p_fast, gold, groups, 0.5, CascadeSettings())
+    better = cascade_train._fast_tier_check(p_teacher, never_sure, p_fast, gold, groups, 0.5, gate=True)
     assert better["fast_minus_teacher"]["ci95_low"] > 0 and better["cross_encoder_decides"]
 
 

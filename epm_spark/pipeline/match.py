@@ -163,7 +163,7 @@ def _with_listing_tops(pairs, score_batches):
     out = scored
     for side in ("left", "right"):
         tops = ranked.select(F.col("key").alias(f"_{side}_key"), F.col("candidates").alias(f"{side}_candidates"),
-                             F.when(F.size("_best") > 0, F.element_at("_best", 1)).alias(f"{side}_top1"),
+                             F.element_at("_best", 1).alias(f"{side}_top1"),
                              F.when(F.size("_best") > 1, F.element_at("_best", 2)).alias(f"{side}_top2"))
         out = out.withColumn(f"_{side}_key", key(side)).join(tops, f"_{side}_key", "left").drop(f"_{side}_key")
     # Over the whole run, so every batch decides with the same combiner.

@@ -66,9 +66,16 @@ def uses_standing(path: str | Path) -> bool:
     decides every pair."""
     if not is_cascade(path):
         return False
-    spec = json.loads((Path(path) / CASCADE_FILE).read_text(encoding="utf-8"))
-    return (bool(spec.get("cross_encoder_decides", True))
-            and any(f in STANDING_FEATURES for f in spec["combiners"]["fast"]["features"]))
+    return _reads_standing(json.loads((Path(path) / CASCADE_FILE).read_text(encoding="utf-8")))
+
+
+def _cross_encoder_decides(spec: dict[str, Any]) -> bool:
+    # Folders trained before the check was recorded: the cross-encoder decides.
+    return bool(spec.get("cross_encoder_decides", True))
+
+
+def _reads_standing(spec: dict[str, Any]) -> bool:
+    return _cross_encoder_decides(spec) and any(f in STANDING_FEATURES for f in spec["combiners"]["fast"]["features"])
 
 
 class Cascade:
@@ -109,9 +116,8 @@ class Cascade:
 
     @property
     def cross_encoder_decides(self) -> bool:
-        """Whether the cross-encoder's tier decides the pairs the teacher is unsure of (folders
-        trained before the check was recorded: yes)."""
-        return bool(self.spec.get("cross_encoder_decides", True))
+        """Whether the cross-encoder's tier decides the pairs the teacher is unsure of."""
+        return _cross_encoder_decides(self.spec)
 
     @property
     def band(self) -> float:
@@ -131,7 +137,7 @@ class Cascade:
     @property
     def uses_standing(self) -> bool:
         """Whether the fast combiner reads the pairs' standing among their listings' candidates."""
-        return self.cross_encoder_decides and any(f in STANDING_FEATURES for f in self.fast.features)
+        return _reads_standing(self.spec)
 
     def _tier_scores(self, pairs: pd.DataFrame, x: pd.DataFrame, show_progress: bool) -> tuple[np.ndarray, np.ndarray]:
         """The teacher tier's P(match) for every pair, the cross-encoder's logit where it was not sure (else NaN)."""

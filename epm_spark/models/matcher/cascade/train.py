@@ -174,10 +174,11 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         band_report = _band_check(oof_fast[sample], oof_full, y_valid[sample], thresholds, settings.band)
     else:
         band_report = {"student_decides": False}
-    fast_check = _fast_tier_check(p_teacher, oof_fast, y_valid, groups, thresholds["fast"]["default"], settings)
+    sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
+    fast_check = _fast_tier_check(p_teacher, sure, oof_fast, y_valid, groups, thresholds["fast"]["default"],
+                                  settings.gate_cross_encoder)
     thresholds["teacher"] = fast_check.pop("teacher_thresholds")
     teacher_valid = agreement(teacher.results(valid_evidence), y_valid).as_dict()
-    sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
     validation = {
         "teacher_rules": teacher_valid,
         "teacher_tier": {"share_decided": float(sure.mean()),
@@ -214,8 +215,8 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     return card
 
 
-def _fast_tier_check(p_teacher: np.ndarray, p_fast: np.ndarray, gold: np.ndarray, groups: np.ndarray,
-                     fast_threshold: float, settings: CascadeSettings) -> dict:
+def _fast_tier_check(p_teacher: np.ndarray, sure: np.ndarray, p_fast: np.ndarray, gold: np.ndarray,
+                     groups: np.ndarray, fast_threshold: float, gate: bool) -> dict:
     """Whether the cross-encoder's tier decides valid better than the teacher tier alone.
 
     The cascade as it decides valid (the teacher's sure pairs, the fast combiner's out-of-fold
@@ -225,11 +226,10 @@ def _fast_tier_check(p_teacher: np.ndarray, p_fast: np.ndarray, gold: np.ndarray
     already settles a catalog's pairs, a cross-encoder that adds nothing measurable only adds
     the variance of its own training run.
     """
-    sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
     with_ce = np.where(sure, p_teacher >= 0.5, p_fast >= fast_threshold)
     teacher_thresholds = thresholds_by_group(p_teacher, gold, groups)[0]
     gain = paired_bootstrap_f1(with_ce, p_teacher >= teacher_thresholds["default"], gold)
-    decides = gain["ci95_low"] > 0 or not settings.gate_cross_encoder
+    decides = gain["ci95_low"] > 0 or not gate
     return {"teacher_thresholds": teacher_thresholds, "fast_minus_teacher": gain, "cross_encoder_decides": bool(decides)}
 
 
