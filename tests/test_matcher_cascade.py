@@ -294,6 +294,11 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
     assert not set(spec["combiners"]["fast_plain"]["features"]) & {"left_gap", "right_best"}
     assert not set(spec["combiners"]["full"]["features"]) & {"left_gap", "right_best"}
     assert set(spec["standing"]["shared"]) == {"left", "right"}
+    # The train split's matches are the known ones: 15 pairs, 30 listings, none of them in valid.
+    assert {"left_known", "right_known"} <= set(spec["combiners"]["fast"]["features"])
+    assert not {"left_known", "right_known"} & set(spec["combiners"]["fast_plain"]["features"])
+    assert len(json.loads((out / "known_matches.json").read_text())) == 30
+    assert spec["standing"]["known_matches"]["valid_share"] == {"left_known": 0.0, "right_known": 0.0}
     assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--ablation",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -372,7 +377,7 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     spec = json.loads((out / "cascade.json").read_text())
     fast = spec["combiners"]["fast"]
     for name, weight in (("left_gap", 1.5), ("right_gap", 1.0), ("left_best", 2.0), ("right_alone", -1.0),
-                         ("left_alone", 0.0), ("right_best", 0.0)):
+                         ("left_alone", 0.0), ("right_best", 0.0), ("left_known", -2.0), ("right_known", 0.0)):
         fast["features"].append(name)
         fast["mean"].append(0.0)
         fast["scale"].append(1.0 if name.endswith("gap") else 0.5)
@@ -385,6 +390,10 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     wh = str(tmp_path / "warehouse")
     frame = write_hard_warehouse(wh)
     n = len(frame)
+    # The first left listing already has a labelled match, a listing no candidate holds.
+    known = {f"hard_left\x1f{frame['left_id'][0]}": ["hard_right\x1felsewhere"],
+             "hard_right\x1felsewhere": [f"hard_left\x1f{frame['left_id'][0]}"]}
+    (out / "known_matches.json").write_text(json.dumps(known))
     # Each left listing meets its own right listing and the next one's: two candidates per listing.
     left, right = np.r_[np.arange(n), np.arange(n)], np.r_[np.arange(n), (np.arange(n) + 1) % n]
     candidates = pd.DataFrame({"left_id": frame["left_id"].to_numpy()[left],
@@ -408,6 +417,11 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     # Scored without its rivals (half the candidates), the same pairs come out differently.
     alone = cascade.decide(pairs.iloc[:n])
     assert np.abs(alone["probability"].to_numpy() - expected["probability"].to_numpy()[:n]).max() > 0.05
+    # The known match weighs on both candidates of its listing (rows 0 and n), and on no other pair.
+    cascade.known = {}
+    unknown = cascade.decide(pairs)["probability"].to_numpy()
+    lowered = np.flatnonzero(expected["probability"].to_numpy() < unknown - 1e-9)
+    assert lowered.tolist() == [0, n]
 
     # A cascade whose cross-encoder was not shown to help: one pass, every pair the teacher's.
     teacher_dir = tmp_path / "teacher-decides"

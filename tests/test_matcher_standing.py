@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, SURE_LOGIT, pair_tops, shared_shares, standing_features, standing_score, standing_transfers,
+    KNOWN_FEATURES, STANDING_FEATURES, SURE_LOGIT, known_features, known_partners, pair_tops, shared_shares,
+    standing_features, standing_score, standing_transfers,
 )
 
 
@@ -81,3 +82,21 @@ def test_shared_shares_count_pairs_whose_listing_has_rivals_and_guard_a_differen
     # A valid split of lone pairs does not teach what a night of candidate sets looks like.
     assert not standing_transfers({"left": 0.15, "right": 0.5}, shares, tolerance=0.25)
     assert not standing_transfers({"left": 0.5, "right": 0.9}, shares, tolerance=0.25)
+
+
+def test_a_known_match_besides_the_pair_is_a_rival_and_the_pair_itself_is_not():
+    labelled = pd.DataFrame({"left_source": ["L", "L", "L"], "left_id": ["a", "b", "c"],
+                             "right_source": ["R", "R", "R"], "right_id": ["x", "y", "z"], "label": [1, 1, 0]})
+    partners = known_partners(labelled)
+    # Non-matches teach nothing here: c and z have no known match.
+    assert set(partners) == {"L\x1fa", "R\x1fx", "L\x1fb", "R\x1fy"}
+    pairs = _pairs([("L", "a", "R", "x"),   # the known match itself
+                    ("L", "a", "R", "y"),   # a is matched to x, y to b: both sides have a rival
+                    ("L", "a", "R", "z"),   # only a has one
+                    ("L", "c", "R", "z"),   # neither
+                    ("T", "a", "R", "z")])  # another shop's listing a: ids are per source
+    f = known_features(pairs, partners)
+    assert list(f.columns) == list(KNOWN_FEATURES)
+    assert f["left_known"].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    assert f["right_known"].tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]
+    assert known_features(pairs, {}).to_numpy().sum() == 0

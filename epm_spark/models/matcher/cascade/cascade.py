@@ -5,7 +5,7 @@
    P(match) is below ``teacher_sure`` or above ``1 - teacher_sure`` is decided here, at
    thousands of pairs per second.
 2. **cross_encoder**: the fine-tuned cross-encoder's logit, the teacher's evidence and the pair's
-   standing among its listings' other candidates (:mod:`.standing`), combined by the *fast*
+   standing among its listings' other candidates and known matches (:mod:`.standing`), combined by the *fast*
    combiner (fitted on the valid split, see :mod:`.combiner`); a set that holds listings'
    candidates unlike valid did, or a catalog against itself, is combined without the standing
    (``fast_plain``). A pair whose log-odds are more than ``band`` from the threshold's is decided here.
@@ -39,19 +39,21 @@ from epm_spark.models.matcher.cascade.combiner import Combiner, logit
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings
 from epm_spark.models.matcher.cascade.features import TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, pair_tops, same_source, shared_shares, standing_features, standing_score, standing_transfers,
+    KNOWN_FEATURES, STANDING_FEATURES, known_features, pair_tops, same_source, shared_shares, standing_features,
+    standing_score, standing_transfers,
 )
 from epm_spark.models.matcher.decision import MATCH, NO_MATCH
 from epm_spark.models.matcher.model_folder import CARD_FILE, read_card
 from epm_spark.models.matcher.settings import InferenceSettings
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, rationale_for
 
-__all__ = ["CASCADE_FILE", "TIERS", "Cascade", "is_cascade", "uses_standing"]
+__all__ = ["CASCADE_FILE", "KNOWN_FILE", "TIERS", "Cascade", "is_cascade", "uses_standing"]
 
 log = logging.getLogger(__name__)
 
 CASCADE_FILE = "cascade.json"
 TFIDF_FILE = "title_tfidf.json"
+KNOWN_FILE = "known_matches.json"
 TIERS = ("teacher", "cross_encoder", "student")
 CE_FEATURE, STUDENT_FEATURE = "cross_encoder_logit", "student_logit"
 
@@ -99,6 +101,9 @@ class Cascade:
         self.cross_encoder = CrossEncoder.load(self.folder / ce["path"], CrossEncoderSettings(**ce["settings"]),
                                                device=self.inference.device)
         self.tfidf = TitleTfidf.from_dict(json.loads((self.folder / TFIDF_FILE).read_text(encoding="utf-8")))
+        # Each listing's labelled matches of the train split, where the fast combiner reads them.
+        self.known = (json.loads((self.folder / KNOWN_FILE).read_text(encoding="utf-8"))
+                      if KNOWN_FEATURES[0] in self.fast.features else {})
         self._student = None
         self.timings: dict[str, float] = {}
         # Whether the last decide() read the standing features (None: this cascade has none).
@@ -219,6 +224,7 @@ class Cascade:
                 s = standing_score(p_teacher, ce, sure)
                 tops = tops if tops is not None else pair_tops(pairs, s)
                 x[list(STANDING_FEATURES)] = standing_features(s, tops)
+                x[list(KNOWN_FEATURES)] = known_features(pairs, self.known)
                 if self.fast_plain is not None:
                     applies = self.standing_applies(shares if shares is not None else shared_shares(tops))
                     # Weights learned on pairs of two catalogs do not carry over to one catalog

@@ -30,6 +30,9 @@ class CascadeSettings:
     # against itself (de-duplication), where most listings have no match among their candidates.
     candidate_standing: bool = True
     standing_tolerance: float = 0.25
+    # With the standing: whether each listing already has a known match (a labelled match of the
+    # train split) besides the pair's other listing, a rival whose outcome is known.
+    known_matches: bool = True
     # The student's band: pairs whose fast-tier log-odds lie within `band` of the threshold's.
     band: float = 1.0
     # At most this share of a batch goes to the student, the pairs nearest the threshold first.

@@ -29,6 +29,17 @@ weights learned on pairs of two catalogs (:func:`same_source` false) do not carr
 catalog against itself, where most listings have no duplicate at all, nor the other way round:
 the cascade applies them to pairs of the kind valid held (a WDC Products file is one pool of
 offers, so its valid pairs are of the second kind).
+
+**Known matches.** Some rivals are not candidates of the scored set but matches already known:
+the labelled matches of the train split the cascade learned from (a nightly pair a reviewer
+accepted is filed there too). Per pair and side:
+
+* ``<side>_known``: the listing has a known match other than this pair's other listing.
+
+A listing of two duplicate-free catalogs with a known match has no second one, so the combiner
+learns from valid how much a known rival lowers the odds (a catalog with several offers per
+product, a small weight; valid pairs that never touch a known match, none at all). They are
+standing features, read only where the standing is.
 """
 
 from __future__ import annotations
@@ -36,11 +47,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "listing_key", "listing_tops", "pair_tops",
-           "same_source", "shared_shares", "standing_features", "standing_score", "standing_transfers"]
+__all__ = ["KNOWN_FEATURES", "STANDING_FEATURES", "SURE_LOGIT", "TOP_COLUMNS", "known_features", "known_partners",
+           "listing_key", "listing_tops", "pair_tops", "same_source", "shared_shares", "standing_features",
+           "standing_score", "standing_transfers"]
 
 STANDING_FEATURES: tuple[str, ...] = ("left_gap", "right_gap", "left_alone", "right_alone", "left_best",
                                       "right_best")
+KNOWN_FEATURES: tuple[str, ...] = ("left_known", "right_known")
 SURE_LOGIT = 12.0
 # The columns that carry one side's listing tops from a Spark job to the model: count, best, second best.
 TOP_COLUMNS = ("candidates", "top1", "top2")
@@ -113,3 +126,23 @@ def standing_transfers(valid: dict[str, float], scored: dict[str, float], tolera
     """Whether standing weights learned on ``valid`` apply to ``scored``: on each side the shares of
     pairs that share their listing differ by at most ``tolerance``."""
     return all(abs(valid[side] - scored[side]) <= tolerance for side in valid)
+
+
+def known_partners(matches: pd.DataFrame) -> dict[str, list[str]]:
+    """Listing key -> the keys of its known matches, from labelled pairs (rows with label 1 count)."""
+    positive = matches[matches["label"].astype(int) == 1] if "label" in matches else matches
+    left, right = listing_key(positive, "left").tolist(), listing_key(positive, "right").tolist()
+    partners: dict[str, set[str]] = {}
+    for a, b in zip(left + right, right + left):
+        partners.setdefault(a, set()).add(b)
+    return {k: sorted(v) for k, v in partners.items()}
+
+
+def known_features(pairs: pd.DataFrame, partners: dict[str, list[str]]) -> pd.DataFrame:
+    """:data:`KNOWN_FEATURES`: whether each side's listing has a known match besides the pair's other listing."""
+    keys = {side: listing_key(pairs, side).tolist() for side in ("left", "right")}
+    out = {}
+    for side, other in (("left", "right"), ("right", "left")):
+        out[f"{side}_known"] = np.array([float(any(q != o for q in partners.get(k, ())))
+                                         for k, o in zip(keys[side], keys[other])])
+    return pd.DataFrame(out, columns=list(KNOWN_FEATURES), index=pairs.index)

@@ -8,12 +8,14 @@
       cross_encoder/model/  the fast tier (a Hugging Face sequence-classification folder)
       student-sft/          the student after SFT (a matcher folder of its own)
       student-rl/           the student after GRPO from student-sft: the tier the cascade runs
+      known_matches.json    each listing's labelled matches of the train split (standing features)
       scores/               validation scores of each finished tier (what a resumed run reuses)
 
 Order: teacher calibration (train split) -> cross-encoder (train) -> student SFT (train) ->
 student RL (train, the pairs SFT gets wrong or is unsure of) -> validation scores of every
 tier -> combiners and thresholds (valid, cross-fitted; the optional standing features are
-computed over the whole valid split, as a night's job computes them over its run). Each step
+computed over the whole valid split, as a night's job computes them over its run, and the
+known matches are the train split's). Each step
 leaves a finished folder or file before the next starts; run the same command again after a
 kill and it continues from the first unfinished step. The model layer only: frames in, a folder
 out.
@@ -34,13 +36,14 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import InputError
-from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, STUDENT_FEATURE, TFIDF_FILE
+from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, KNOWN_FILE, STUDENT_FEATURE, TFIDF_FILE
 from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner, logit, sigmoid
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
 from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, TitleTfidf, pair_features
 from epm_spark.models.matcher.cascade.settings import CascadeSettings
 from epm_spark.models.matcher.cascade.standing import (
-    STANDING_FEATURES, pair_tops, same_source, shared_shares, standing_features, standing_score,
+    KNOWN_FEATURES, STANDING_FEATURES, known_features, known_partners, pair_tops, same_source, shared_shares,
+    standing_features, standing_score,
 )
 from epm_spark.models.matcher.decision import short_decision_json
 from epm_spark.models.matcher.evaluation import (
@@ -140,6 +143,13 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
         fast_features += STANDING_FEATURES
         standing = {"shared": shared_shares(tops), "tolerance": settings.standing_tolerance,
                     "same_source": bool(same_source(valid).mean() > 0.5)}
+        if settings.known_matches:
+            partners = known_partners(train)
+            _write_json(out / KNOWN_FILE, partners)
+            x_valid[list(KNOWN_FEATURES)] = known_features(valid, partners)
+            fast_features += KNOWN_FEATURES
+            standing["known_matches"] = {"listings": len(partners),
+                                         "valid_share": {f: float(x_valid[f].mean()) for f in KNOWN_FEATURES}}
     timings["cross_encoder"] = round(time.monotonic() - t, 1)
 
     # 3. The student: SFT on short and explained decisions, then GRPO on short decisions.
