@@ -299,6 +299,9 @@ def test_stage_all_and_ablation_through_the_cli(tmp_path, tiny_student, tiny_ce,
     assert not {"left_known", "right_known"} & set(spec["combiners"]["fast_plain"]["features"])
     assert len(json.loads((out / "known_matches.json").read_text())) == 30
     assert spec["standing"]["known_matches"]["valid_share"] == {"left_known": 0.0, "right_known": 0.0}
+    # The cross-encoder's gate compares like with like: no known matches on either side.
+    gate = card["metrics"]["validation"]["fast_tier"]
+    assert "left_gap" in gate["features"] and not {"left_known", "right_known"} & set(gate["features"])
     assert main([*tiny, "evaluate", "matching", "--benchmark", str(bench), "--model", str(out), "--ablation",
                  "--json"]) == 0
     report = json.loads(capsys.readouterr().out)

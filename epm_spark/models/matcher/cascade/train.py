@@ -185,8 +185,18 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     else:
         band_report = {"student_decides": False}
     sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
-    fast_check = _fast_tier_check(p_teacher, sure, oof_fast, y_valid, groups, thresholds["fast"]["default"],
+    # The gate asks whether the cross-encoder helps: known matches, which the teacher tier could
+    # read as well, are left out of both sides (a night without them must not rest on them).
+    gate_features = [f for f in fast_features if f not in KNOWN_FEATURES]
+    if len(gate_features) < len(fast_features):
+        _, oof_gate = fit_combiner(x_valid[gate_features], y_valid, folds=settings.folds, c=settings.c,
+                                   seed=settings.seed)
+        gate_threshold = thresholds_by_group(oof_gate, y_valid, groups)[0]["default"]
+    else:
+        oof_gate, gate_threshold = oof_fast, thresholds["fast"]["default"]
+    fast_check = _fast_tier_check(p_teacher, sure, oof_gate, y_valid, groups, gate_threshold,
                                   settings.gate_cross_encoder)
+    fast_check["features"] = gate_features
     thresholds["teacher"] = fast_check.pop("teacher_thresholds")
     teacher_valid = agreement(teacher.results(valid_evidence), y_valid).as_dict()
     validation = {
@@ -229,9 +239,9 @@ def _fast_tier_check(p_teacher: np.ndarray, sure: np.ndarray, p_fast: np.ndarray
                      groups: np.ndarray, fast_threshold: float, gate: bool) -> dict:
     """Whether the cross-encoder's tier decides valid better than the teacher tier alone.
 
-    The cascade as it decides valid (the teacher's sure pairs, the fast combiner's out-of-fold
-    probabilities for the rest) against the teacher tier deciding every pair at its F1-best
-    threshold. As for the student's band, a tier must be shown to help (paired bootstrap 95%
+    The cascade as it decides valid (the teacher's sure pairs, a fast combiner's out-of-fold
+    probabilities for the rest, fitted without known matches) against the teacher tier deciding
+    every pair at its F1-best threshold. As for the student's band, a tier must be shown to help (paired bootstrap 95%
     interval above zero) before it overrules a calibrated one: where the teacher's evidence
     already settles a catalog's pairs, a cross-encoder that adds nothing measurable only adds
     the variance of its own training run.
