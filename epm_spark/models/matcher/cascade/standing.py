@@ -32,7 +32,7 @@ offers, so its valid pairs are of the second kind).
 
 **Known matches.** Some rivals are not candidates of the scored set but matches already known:
 the labelled matches of the train split the cascade learned from (a nightly pair a reviewer
-accepted is filed there too). Per pair and side:
+accepted is filed there too, and counts from the next training on). Per pair and side:
 
 * ``<side>_known``: the listing has a known match other than this pair's other listing.
 
