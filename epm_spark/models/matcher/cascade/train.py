@@ -15,9 +15,9 @@ Order: teacher calibration (train split) -> cross-encoder (train) -> student SFT
 student RL (train, the pairs SFT gets wrong or is unsure of) -> validation scores of every
 tier -> combiners and thresholds (valid, cross-fitted; the optional standing features are
 computed over the whole valid split, as a night's job computes them over its run, and the
-known matches are the train split's). Each step
-leaves a finished folder or file before the next starts; run the same command again after a
-kill and it continues from the first unfinished step. The model layer only: frames in, a folder
+known matches are the train split's). Each step leaves a finished folder or file before the
+next starts; run the same command again after a kill and it continues from the first
+unfinished step. The model layer only: frames in, a folder
 out.
 """
 
@@ -185,8 +185,8 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
     else:
         band_report = {"student_decides": False}
     sure = (p_teacher < settings.teacher_sure) | (p_teacher > 1 - settings.teacher_sure)
-    # The gate asks whether the cross-encoder helps: known matches, which the teacher tier could
-    # read as well, are left out of both sides (a night without them must not rest on them).
+    # The gate asks whether the cross-encoder helps, so the combiner it judges reads no known
+    # matches (nor does the teacher tier): a night whose listings have none must not rest on them.
     gate_features = [f for f in fast_features if f not in KNOWN_FEATURES]
     if len(gate_features) < len(fast_features):
         _, oof_gate = fit_combiner(x_valid[gate_features], y_valid, folds=settings.folds, c=settings.c,
@@ -241,10 +241,10 @@ def _fast_tier_check(p_teacher: np.ndarray, sure: np.ndarray, p_fast: np.ndarray
 
     The cascade as it decides valid (the teacher's sure pairs, a fast combiner's out-of-fold
     probabilities for the rest, fitted without known matches) against the teacher tier deciding
-    every pair at its F1-best threshold. As for the student's band, a tier must be shown to help (paired bootstrap 95%
-    interval above zero) before it overrules a calibrated one: where the teacher's evidence
-    already settles a catalog's pairs, a cross-encoder that adds nothing measurable only adds
-    the variance of its own training run.
+    every pair at its F1-best threshold. As for the student's band, a tier must be shown to help
+    (paired bootstrap 95% interval above zero) before it overrules a calibrated one: where the
+    teacher's evidence already settles a catalog's pairs, a cross-encoder that adds nothing
+    measurable only adds the variance of its own training run.
     """
     with_ce = np.where(sure, p_teacher >= 0.5, p_fast >= fast_threshold)
     teacher_thresholds = thresholds_by_group(p_teacher, gold, groups)[0]
