@@ -36,7 +36,7 @@ EXPORT_MAPS = {
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
 # Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
-DEMO_MATCHER_RECIPE = 7
+DEMO_MATCHER_RECIPE = 8
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
@@ -67,7 +67,10 @@ def demo_training_settings(settings: Settings, work: Path) -> Settings:
     cascade = dataclasses.replace(
         m.cascade, cross_encoder=dataclasses.replace(m.cascade.cross_encoder, epochs=d.cross_encoder_epochs),
         label_examples=d.sft_examples, explain_examples=min(m.cascade.explain_examples, d.sft_examples // 4),
-        student_valid_pairs=min(m.cascade.student_valid_pairs, 200))
+        student_valid_pairs=min(m.cascade.student_valid_pairs, 200),
+        # The training catalog names other products with the night's sources and id scheme: its
+        # matches are no known matches of the night's listings.
+        known_matches=False)
     matcher = dataclasses.replace(m, models_dir=str(work), cascade=cascade,
                                   sft=dataclasses.replace(m.sft, max_steps=d.sft_steps),
                                   rl=dataclasses.replace(m.rl, max_steps=max(d.rl_steps, 1), pool=d.rl_examples))
