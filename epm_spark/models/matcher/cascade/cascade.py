@@ -102,8 +102,9 @@ class Cascade:
                                                device=self.inference.device)
         self.tfidf = TitleTfidf.from_dict(json.loads((self.folder / TFIDF_FILE).read_text(encoding="utf-8")))
         # Each listing's labelled matches of the train split, where the fast combiner reads them.
+        self.reads_known = KNOWN_FEATURES[0] in self.fast.features
         self.known = (json.loads((self.folder / KNOWN_FILE).read_text(encoding="utf-8"))
-                      if KNOWN_FEATURES[0] in self.fast.features else {})
+                      if self.reads_known else {})
         self._student = None
         self.timings: dict[str, float] = {}
         # Whether the last decide() read the standing features (None: this cascade has none).
@@ -224,7 +225,8 @@ class Cascade:
                 s = standing_score(p_teacher, ce, sure)
                 tops = tops if tops is not None else pair_tops(pairs, s)
                 x[list(STANDING_FEATURES)] = standing_features(s, tops)
-                x[list(KNOWN_FEATURES)] = known_features(pairs, self.known)
+                if self.reads_known:
+                    x[list(KNOWN_FEATURES)] = known_features(pairs, self.known)
                 if self.fast_plain is not None:
                     applies = self.standing_applies(shares if shares is not None else shared_shares(tops))
                     # Weights learned on pairs of two catalogs do not carry over to one catalog

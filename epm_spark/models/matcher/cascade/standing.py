@@ -130,7 +130,7 @@ def standing_transfers(valid: dict[str, float], scored: dict[str, float], tolera
 
 def known_partners(matches: pd.DataFrame) -> dict[str, list[str]]:
     """Listing key -> the keys of its known matches, from labelled pairs (rows with label 1 count)."""
-    positive = matches[matches["label"].astype(int) == 1] if "label" in matches else matches
+    positive = matches[matches["label"].astype(int) == 1]
     left, right = listing_key(positive, "left").tolist(), listing_key(positive, "right").tolist()
     partners: dict[str, set[str]] = {}
     for a, b in zip(left + right, right + left):
