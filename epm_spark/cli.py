@@ -174,6 +174,32 @@ def _verb_tables(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _verb_vacuum(sub) -> None:
+    p = sub.add_parser("vacuum", help="remove files no recent table version uses (replaced rows, killed writes)")
+    p.add_argument("--table", action="append", default=[], help="one table (repeatable; default: every table)")
+    p.add_argument("--retain-hours", type=int, default=None,
+                   help="keep files needed by versions of the last H hours (default and minimum: the table's, 168)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--json", action="store_true")
+    _common(p)
+
+    def run(args, settings: Settings) -> int:
+        from dataclasses import asdict
+
+        from epm_spark.io.maintenance import vacuum_warehouse
+
+        results = vacuum_warehouse(settings.warehouse, args.table, retain_hours=args.retain_hours,
+                                   dry_run=args.dry_run)
+        if args.json:
+            _print_json([asdict(r) for r in results])
+        else:
+            for r in results:
+                print(r.summary())
+        return 0
+
+    p.set_defaults(func=run)
+
+
 def _verb_schema(sub) -> None:
     p = sub.add_parser("schema", help="show the declared columns of the warehouse tables")
     p.add_argument("table", nargs="?", help="one table (default: all)")
@@ -756,6 +782,7 @@ VERBS: list[Callable[[Any], None]] = [
     _verb_load_benchmark,
     _verb_sql,
     _verb_tables,
+    _verb_vacuum,
     _verb_schema,
     _verb_runs,
     _verb_train_encoder,

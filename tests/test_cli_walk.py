@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 # README verbs that other tests already run through main([...]), and where.
 ELSEWHERE = {
     "generate": "test_cli.py", "ingest": "test_cli.py", "sql": "test_cli.py", "tables": "test_cli.py",
+    "vacuum": "test_vacuum.py",
     "evaluate teacher": "test_cli.py", "nightly": "test_nightly.py",
     "train-encoder": "test_encoder_cli.py", "evaluate retrieval": "test_encoder_cli.py",
     "teach": "test_matcher_judges.py", "review export": "test_matcher_review.py",
