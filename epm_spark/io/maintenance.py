@@ -6,7 +6,7 @@ versions (time travel, a read that started before the commit). A job killed befo
 (SIGKILL, a lost machine) leaves the Parquet files it had written and no log entry: no reader
 ever sees them, and nothing else removes them.
 
-:func:`vacuum` removes both kinds once they are older than the retention period, with delta-rs's
+:func:`vacuum_warehouse` removes both kinds once they are older than the retention period, with delta-rs's
 full vacuum: files the log removed more than ``retain_hours`` ago, and files the log never
 named whose modification time is older than that. The retention guards the files of a write in
 progress (written, not yet committed) as much as old versions, so it may not go below the
@@ -24,7 +24,7 @@ from pathlib import Path
 from epm_spark.errors import InputError
 from epm_spark.io.delta import _open, _remote, _storage, list_tables, table_uri
 
-__all__ = ["VacuumResult", "vacuum", "vacuum_warehouse"]
+__all__ = ["VacuumResult", "vacuum_warehouse"]
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,10 @@ class VacuumResult:
         return f"{self.table:<22} {verb} {len(self.files):>5} files, {self.bytes / 2**20:>9.1f} MiB"
 
 
-def vacuum(warehouse: str | os.PathLike[str], table: str, *, retain_hours: int | None = None,
-           dry_run: bool = False) -> VacuumResult:
-    """Remove ``table``'s files that no version within ``retain_hours`` (default: the table's) uses."""
-    [result] = vacuum_warehouse(warehouse, [table], retain_hours=retain_hours, dry_run=dry_run)
-    return result
-
-
 def vacuum_warehouse(warehouse: str | os.PathLike[str], tables: Sequence[str] = (), *,
                      retain_hours: int | None = None, dry_run: bool = False) -> list[VacuumResult]:
-    """:func:`vacuum` each of ``tables`` (default: every table of the warehouse).
+    """Remove the files of ``tables`` (default: every table of the warehouse) that no version
+    within ``retain_hours`` (default: each table's retention) reads.
 
     Every table is checked (its name, the retention, the files to remove) before any file of any
     table is removed: a typo or a refused retention leaves the whole warehouse as it was.
@@ -63,23 +57,25 @@ def vacuum_warehouse(warehouse: str | os.PathLike[str], tables: Sequence[str] = 
         raise InputError(f"--retain-hours must be >= 0, got {retain_hours}")
     names = list(dict.fromkeys(tables)) or list_tables(warehouse)
     opened = {name: _open(warehouse, name) for name in names}
-    planned = {name: _plan(name, dt, retain_hours) for name, dt in opened.items()}
+    uris = {name: table_uri(warehouse, name) for name in names}
+    planned = {name: _plan(name, dt, uris[name], retain_hours) for name, dt in opened.items()}
     results = []
     for name, dt in opened.items():
-        files = planned[name]
-        uri = table_uri(warehouse, name)
+        files, uri = planned[name], uris[name]
         size = sum(_size(Path(uri) / f) for f in files)
+        version = dt.version()
         if files and not dry_run:
             with _storage(name, uri):
                 removed = dt.vacuum(retention_hours=retain_hours, dry_run=False, full=True)
             # Files that turned old enough between the plan and now went too: report what did.
             files = sorted(set(files) | set(_relative(removed, uri)))
             log.info("vacuum: %s: removed %d files (%.1f MiB)", name, len(files), size / 2**20)
-        results.append(VacuumResult(name, tuple(files), size, dry_run, _open(warehouse, name).version()))
+            version = _open(warehouse, name).version()  # the vacuum's own commits
+        results.append(VacuumResult(name, tuple(files), size, dry_run, version))
     return results
 
 
-def _plan(table: str, dt, retain_hours: int | None) -> list[str]:
+def _plan(table: str, dt, uri: str, retain_hours: int | None) -> list[str]:
     """What a vacuum of ``dt`` would remove (a dry run: it refuses a retention below the table's)."""
     try:
         files = dt.vacuum(retention_hours=retain_hours, dry_run=True, full=True)
@@ -89,12 +85,11 @@ def _plan(table: str, dt, retain_hours: int | None) -> list[str]:
                              f"(delta.deletedFileRetentionDuration, 168 hours unless set); files of a write "
                              f"in progress and of recent versions are kept that long") from None
         raise
-    return sorted(_relative(files, dt.table_uri))
+    return sorted(_relative(files, uri))
 
 
 def _relative(files: Sequence[str], uri: str) -> list[str]:
-    root = uri.removeprefix("file://")
-    return [os.path.relpath(f, root) if os.path.isabs(f) else f for f in files]
+    return [os.path.relpath(f, uri) if os.path.isabs(f) else f for f in files]
 
 
 def _size(path: Path) -> int:
