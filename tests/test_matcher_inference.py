@@ -27,7 +27,7 @@ def matcher(tiny_student):
 def _manual_probability(matcher, prompt: str) -> tuple[float, float]:
     ids, t_match, t_no = matcher.labels.split(prompt)
     with torch.no_grad():
-        logp = matcher.model(torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)
+        logp = matcher.model(torch.tensor([ids], device=matcher.device)).logits[0, -1].float().log_softmax(-1)
     return torch.sigmoid(logp[t_match] - logp[t_no]).item(), (logp[t_match].exp() + logp[t_no].exp()).item()
 
 
@@ -49,7 +49,9 @@ def test_label_mode_without_a_shared_prefix_gives_the_same_answer(matcher):
     pairs = pair_rows(TOY_PAIRS)
     cached = matcher.predict_proba(pairs)
     matcher.MIN_PREFIX = 10**9  # no prefix cache
-    assert np.allclose(matcher.predict_proba(pairs), cached, atol=1e-5)
+    # Half precision (the default on a GPU) sums the prefix and the rest in another order.
+    atol = 1e-5 if next(matcher.model.parameters()).dtype == torch.float32 else 5e-3
+    assert np.allclose(matcher.predict_proba(pairs), cached, atol=atol)
 
 
 def test_predict_labels_applies_the_threshold(matcher):

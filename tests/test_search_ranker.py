@@ -210,7 +210,7 @@ def test_heads_reading_the_coverage_start_at_its_logistic_fit_and_keep_it_when_s
         model(**tokens)
     frame = model.score(queries, texts)
     folder = model.save(tmp_path / "multi_task-v1")
-    loaded = MultiTaskRanker.load(folder, device="cpu")
+    loaded = MultiTaskRanker.load(folder, device=str(model.device))
     assert torch.equal(loaded.lexical_weights["purchase"], model.lexical_weights["purchase"])
     assert np.allclose(loaded.score(queries, texts)["p_purchase"], frame["p_purchase"], atol=1e-6)
     card = json.loads((folder / "ranker.json").read_text())

@@ -236,10 +236,11 @@ class MultiTaskRanker(torch.nn.Module):
     @classmethod
     def from_backbone(cls, settings: RankerSettings, backbone: str | None = None,
                       similarity_encoder: str = "") -> MultiTaskRanker:
-        """A fresh ranker; ``similarity_encoder``: the dual-encoder version whose cosine the heads read."""
+        """A fresh ranker on ``settings.device``; ``similarity_encoder``: the dual-encoder version whose
+        cosine the heads read."""
         from transformers import AutoModel, AutoTokenizer
 
-        from epm_spark.models.encoder.model import resolve_backbone
+        from epm_spark.models.encoder.model import resolve_backbone, resolve_device
         from epm_spark.models.weights import offline
 
         offline()
@@ -257,7 +258,7 @@ class MultiTaskRanker(torch.nn.Module):
                           blend=dict(settings.blend), task_weights=dict(settings.task_weights),
                           similarity_encoder=similarity_encoder,
                           lexical=list(COVERAGE_FEATURES) if settings.lexical_features else [])
-        return cls(encoder, tokenizer, card)
+        return cls(encoder, tokenizer, card).to(resolve_device(settings.device))
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], device: str = "auto") -> MultiTaskRanker:
