@@ -156,3 +156,18 @@ def test_lora_training_changes_only_adapters_and_writes_merged_weights(backbone,
     torch.testing.assert_close(merged["embeddings.word_embeddings.weight"], start["embeddings.word_embeddings.weight"])
     torch.testing.assert_close(merged["encoder.layer.0.output.LayerNorm.weight"],
                                start["encoder.layer.0.output.LayerNorm.weight"])
+
+
+def test_training_after_a_bf16_trainer_in_the_same_process(backbone, tmp_path):
+    # The matcher's cross-encoder Trainer (bf16 on this CPU) leaves accelerate's process-wide
+    # state behind; a notebook that trains it and then the encoder must not be refused.
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # as the Trainer does before it sets its own precision
+    Accelerator(mixed_precision="bf16", cpu=True)
+    products, pairs = tiny_catalog()
+    out = tmp_path / "after-bf16"
+    EncoderTrainer(EncoderTrainingConfig(stage="contrastive", output_dir=str(out), mixed_precision="no",
+                                         encoder=settings(backbone, epochs=1))).train(products, pairs)
+    assert (out / "model_card.json").is_file()

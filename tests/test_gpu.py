@@ -15,8 +15,9 @@ from tiny_student import TOY_PAIRS, pair_rows, tiny_student  # noqa: F401
 
 from epm_spark.errors import EnvironmentProblem
 from epm_spark.models import precision
-from epm_spark.models.encoder.model import resolve_device, resolve_dtype
-from epm_spark.models.matcher.student.model import pick_device, pick_dtype
+from epm_spark.models.encoder.model import resolve_dtype
+from epm_spark.models.matcher.student.model import pick_dtype
+from epm_spark.models.precision import resolve_device
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device: the GPU runs of tiny models need one")
@@ -30,20 +31,22 @@ def _fake_gpu(monkeypatch, *, present: bool = True, bf16: bool = True) -> None:
 # ----------------------------------------------------------------------------- choice (runs everywhere)
 
 
-@pytest.mark.parametrize("pick", [resolve_device, pick_device])
-def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch, pick):
+def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):
     _fake_gpu(monkeypatch, present=True)
-    assert pick("auto") == torch.device("cuda")
+    assert resolve_device("auto") == torch.device("cuda")
     _fake_gpu(monkeypatch, present=False)
-    assert pick("auto") == torch.device("cpu")
-    assert pick("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("pick", [resolve_device, pick_device])
-def test_asking_for_a_gpu_without_one_is_a_clear_error(monkeypatch, pick):
+def test_asking_for_a_gpu_without_one_is_a_clear_error(monkeypatch, tiny_student):
+    from epm_spark.models.matcher.student.inference import load_matcher_model
+
     _fake_gpu(monkeypatch, present=False)
     with pytest.raises(EnvironmentProblem, match="'cuda:1' asked for, but torch sees no CUDA device"):
-        pick("cuda:1")
+        resolve_device("cuda:1")
+    with pytest.raises(EnvironmentProblem, match="'cuda:1' asked for"):
+        load_matcher_model(str(tiny_student), device="cuda:1")
 
 
 def test_half_precision_on_gpus_bf16_where_supported(monkeypatch):

@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from epm_spark.errors import EnvironmentProblem, InputError
+from epm_spark.errors import InputError
 from epm_spark.models.encoder.config import EncoderSettings, TextSettings
+from epm_spark.models.precision import resolve_device
 from epm_spark.models.text import listing_text
 from epm_spark.models.weights import PACKAGED_ENCODER, offline, packaged_encoder_dir
 from epm_spark.progress import progress
 
-__all__ = ["DualEncoder", "encoder_identity", "resolve_backbone", "resolve_device", "resolve_dtype", "ENCODER_CONFIG"]
+__all__ = ["DualEncoder", "encoder_identity", "resolve_backbone", "resolve_dtype", "ENCODER_CONFIG"]
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,6 @@ def resolve_backbone(backbone: str | os.PathLike[str]) -> Path:
     if not any(folder.glob("*.safetensors")):
         raise InputError(f"{folder} holds no *.safetensors weights (only safetensors are loaded)")
     return folder
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EnvironmentProblem(f"device {device!r} asked for, but torch sees no CUDA device")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

@@ -106,6 +106,7 @@ class EncoderTrainer:
 
     def train(self, products: pd.DataFrame, pairs: pd.DataFrame) -> TrainingResult:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from transformers import get_linear_schedule_with_warmup
 
         cfg, stage = self.config, self.config.stage_settings
@@ -131,6 +132,10 @@ class EncoderTrainer:
             raise InputError(f"{len(missing)} listings named by labelled_pairs are not in products, "
                              f"e.g. {sorted(missing)[:3]}")
 
+        # A Trainer that ran earlier in this process (the matcher's cross-encoder, in bf16) leaves
+        # accelerate's process-wide state behind, and accelerate refuses another precision after
+        # it; transformers' Trainer resets it the same way before each run.
+        AcceleratorState._reset_state()
         accelerator = Accelerator(mixed_precision=self._mixed_precision(),
                                   cpu=cfg.encoder.device == "cpu")
         encoder.to(accelerator.device)

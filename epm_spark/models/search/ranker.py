@@ -240,7 +240,8 @@ class MultiTaskRanker(torch.nn.Module):
         cosine the heads read."""
         from transformers import AutoModel, AutoTokenizer
 
-        from epm_spark.models.encoder.model import resolve_backbone, resolve_device
+        from epm_spark.models.encoder.model import resolve_backbone
+        from epm_spark.models.precision import resolve_device
         from epm_spark.models.weights import offline
 
         offline()
@@ -265,7 +266,7 @@ class MultiTaskRanker(torch.nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        from epm_spark.models.encoder.model import resolve_device
+        from epm_spark.models.precision import resolve_device
         from epm_spark.models.weights import offline
 
         offline()

@@ -95,7 +95,8 @@ class CrossEncoder:
              device: str = "auto") -> CrossEncoder:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from epm_spark.models.encoder.model import resolve_backbone, resolve_device
+        from epm_spark.models.encoder.model import resolve_backbone
+        from epm_spark.models.precision import resolve_device
 
         path = resolve_backbone(folder)
         dev = resolve_device(device)

@@ -32,7 +32,8 @@ from epm_spark.models.matcher.decision import DecisionFormatError, MatchDecision
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card
 from epm_spark.models.matcher.student.prompt import LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import InferenceSettings, PromptSettings
-from epm_spark.models.matcher.student.model import load_student, load_tokenizer, pick_device, resolve_student
+from epm_spark.models.matcher.student.model import load_student, load_tokenizer, resolve_student
+from epm_spark.models.precision import resolve_device
 from epm_spark.progress import progress
 
 __all__ = ["Matcher", "Explanation", "load_matcher_model", "load_adapted_student", "load_student_folder",
@@ -67,7 +68,7 @@ def load_matcher_model(path: str, *, device: str | torch.device = "auto", dtype:
 def load_student_folder(path: str, is_folder, read, *, device: str | torch.device = "auto", dtype: str = "auto"):
     """(model, tokenizer, card or None): a student model folder of one task (``is_folder``, ``read``
     its card), or a bare student (``packaged:smollm2``, a model folder), zero-shot."""
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     if not is_folder(path):
         model, tokenizer = load_student(resolve_student(path), device=device, dtype=dtype)
         return model, tokenizer, None

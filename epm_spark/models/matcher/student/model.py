@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from epm_spark.errors import EnvironmentProblem, InputError
+from epm_spark.models.precision import bf16_available, resolve_device
 from epm_spark.models.weights import PACKAGED_STUDENT, cache_dir, offline, packaged_student_gguf
 
-__all__ = ["resolve_student", "convert_gguf", "load_student", "load_tokenizer", "pick_device", "pick_dtype"]
+__all__ = ["resolve_student", "convert_gguf", "load_student", "load_tokenizer", "pick_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +95,8 @@ def convert_gguf(gguf: Path, root: Path | None = None) -> Path:
     return target
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EnvironmentProblem(f"device {device!r} asked for, but torch sees no CUDA device")
-    return torch.device(device)
-
-
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """bf16 where the device has it (GPUs, CPUs with AVX-512 BF16), else fp16 on GPUs and float32 on CPUs."""
-    from epm_spark.models.precision import bf16_available
-
     if dtype != "auto":
         return getattr(torch, dtype)
     if bf16_available(device):
@@ -132,7 +123,7 @@ def load_student(reference: str, *, device: str | torch.device = "cpu", dtype: s
     offline()
     from transformers import AutoModelForCausalLM
 
-    device = device if isinstance(device, torch.device) else pick_device(device)
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             reference, dtype=pick_dtype(dtype, device), use_safetensors=True, trust_remote_code=False)
