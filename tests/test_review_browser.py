@@ -110,13 +110,26 @@ def sign_in(browser, base: str, name: str = "alice") -> None:
 
 def submit_and_wait(browser, action) -> None:
     """Do ``action`` (a click or a key) and wait until the next page has loaded."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     old = browser.find_element(By.TAG_NAME, "html")
     action()
-    WebDriverWait(browser, 60).until(ec.staleness_of(old))
+
+    def gone(_) -> bool:
+        try:
+            old.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as exc:
+            # Chromium answers this way when the old page is torn down during the check.
+            if "does not belong to the document" in str(exc):
+                return True
+            raise
+        return False
+
+    WebDriverWait(browser, 60).until(gone)
     WebDriverWait(browser, 60).until(lambda b: b.execute_script("return document.readyState") == "complete")
 
 
