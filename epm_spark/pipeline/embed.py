@@ -67,9 +67,9 @@ def task_device(preference: str = "auto") -> str:
         gpus = ctx.resources().get("gpu")
         if gpus is not None and gpus.addresses:
             return f"cuda:{gpus.addresses[0]}"
-    import torch
+    from epm_spark.models.precision import resolve_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(resolve_device("auto"))
 
 
 def _encoder(model: str, device: str, settings):

@@ -50,9 +50,9 @@ class StartingPoint:
 
 def use_bf16(wanted: bool) -> bool:
     """bf16 mixed precision where the training device has it (a GPU, or a CPU with AVX-512 BF16)."""
-    from epm_spark.models.precision import bf16_available
+    from epm_spark.models.precision import bf16_available, resolve_device
 
-    return bool(wanted and bf16_available("cuda" if torch.cuda.is_available() else "cpu"))
+    return bool(wanted and bf16_available(resolve_device("auto")))
 
 
 def starting_point(init: str, prompt: Any = None, *, bf16: bool = False, load: Callable | None = None,
