@@ -1,4 +1,5 @@
-"""A tiny benchmark folder (DeepMatcher layout) of listings made from the tiny tokenizer's words."""
+"""Tiny search data: a benchmark folder (DeepMatcher layout) of listings made from the tiny
+tokenizer's words, and engagement aggregated per (query, listing)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def tiny_benchmark(folder: Path, n: int = 40, seed: int = 0) -> Path:
     for k, split in enumerate(("train", "valid", "test")):
         frame.iloc[k * third:(k + 1) * third if k < 2 else len(frame)].to_csv(folder / f"{split}.csv", index=False)
     return folder
+
+
+def pairs_frame(n=48, seed=0):
+    """Relevant listings (the query's brand) get clicks, carts and purchases; others rarely clicks."""
+    rng = np.random.default_rng(seed)
+    brands = ["sony", "samsung", "apple", "canon"]
+    rows = []
+    for i in range(n):
+        q, b = brands[i % 4], brands[(i // 4) % 4]
+        relevant = q == b
+        n_imp = 40
+        clicks = rng.binomial(n_imp, 0.4 if relevant else 0.05)
+        carts = rng.binomial(clicks, 0.5 if relevant else 0.1)
+        rows.append({"query": f"{q} speaker", "product_id": f"p{i}", "text": f"{b} speaker black 32gb",
+                     "impressions": n_imp, "clicks": clicks, "carts": carts,
+                     "purchases": rng.binomial(carts, 0.6 if relevant else 0.1)})
+    return pd.DataFrame(rows)

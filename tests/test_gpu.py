@@ -39,6 +39,16 @@ def test_auto_device_is_the_gpu_when_torch_sees_one(monkeypatch):
     assert resolve_device("cpu") == torch.device("cpu")
 
 
+def test_exact_search_follows_the_same_device_rule(monkeypatch):
+    from epm_spark.models.index import _torch_device
+
+    _fake_gpu(monkeypatch, present=True)
+    assert _torch_device(True) == torch.device("cuda")
+    assert _torch_device(False) == torch.device("cpu")
+    _fake_gpu(monkeypatch, present=False)
+    assert _torch_device(True) == torch.device("cpu")
+
+
 def test_asking_for_a_gpu_without_one_is_a_clear_error(monkeypatch, tiny_student):
     from epm_spark.models.matcher.student.inference import load_matcher_model
 
@@ -181,7 +191,7 @@ def test_student_label_mode_on_the_gpu_agrees_with_the_cpu(tiny_student):
 @needs_cuda
 def test_ranker_trains_on_the_gpu_and_its_losses_fall(tmp_path):
     from encoder_tiny import save_tiny
-    from test_search_ranker import pairs_frame
+    from search_tiny import pairs_frame
 
     from epm_spark.models.search.ranker import MultiTaskRanker
     from epm_spark.models.search.settings import RankerSettings

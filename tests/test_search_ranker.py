@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from encoder_tiny import save_tiny
+from search_tiny import pairs_frame
 from epm_spark.errors import ConfigError, InputError
 from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, read_card
 from epm_spark.models.search.settings import RankerSettings
@@ -17,23 +18,6 @@ from epm_spark.models.search.train import COUNT_COLUMNS, aggregate_events, fit, 
 @pytest.fixture(scope="module")
 def tiny_backbone(tmp_path_factory):
     return str(save_tiny(tmp_path_factory.mktemp("ranker") / "tiny"))
-
-
-def pairs_frame(n=48, seed=0):
-    """Relevant listings (the query's brand) get clicks, carts and purchases; others rarely clicks."""
-    rng = np.random.default_rng(seed)
-    brands = ["sony", "samsung", "apple", "canon"]
-    rows = []
-    for i in range(n):
-        q, b = brands[i % 4], brands[(i // 4) % 4]
-        relevant = q == b
-        n_imp = 40
-        clicks = rng.binomial(n_imp, 0.4 if relevant else 0.05)
-        carts = rng.binomial(clicks, 0.5 if relevant else 0.1)
-        rows.append({"query": f"{q} speaker", "product_id": f"p{i}", "text": f"{b} speaker black 32gb",
-                     "impressions": n_imp, "clicks": clicks, "carts": carts,
-                     "purchases": rng.binomial(carts, 0.6 if relevant else 0.1)})
-    return pd.DataFrame(rows)
 
 
 def test_loss_is_the_normalised_binomial_likelihood():

@@ -86,9 +86,10 @@ def choose_kind(n: int, settings: IndexSettings) -> str:
 
 
 def _torch_device(gpu: bool):
-    import torch
+    # Imported here: the faiss kinds need no torch.
+    from epm_spark.models.precision import resolve_device
 
-    return torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+    return resolve_device("auto" if gpu else "cpu")
 
 
 def exact_topk(corpus: np.ndarray, queries: np.ndarray, k: int, *, gpu: bool = True,
