@@ -87,6 +87,23 @@ def test_student_training_asks_for_bf16_on_the_gpu(monkeypatch):
     assert not use_bf16(True)
 
 
+def test_student_weights_load_in_bf16_for_gpu_training_only(monkeypatch):
+    from epm_spark.models.matcher.student.training import starting_point
+
+    asked = []
+
+    def load(init, dtype):
+        asked.append(dtype)
+        return None, None, None
+
+    _fake_gpu(monkeypatch, present=True)
+    starting_point("student", bf16=True, load=load)
+    starting_point("student", bf16=False, load=load)
+    _fake_gpu(monkeypatch, present=False)  # the CPU keeps float32 weights under bf16 autocast
+    starting_point("student", bf16=True, load=load)
+    assert asked == ["bfloat16", "float32", "float32"]
+
+
 def test_spark_task_runs_on_the_gpu_spark_scheduled_for_it(monkeypatch):
     pyspark = pytest.importorskip("pyspark")
     from epm_spark.pipeline.embed import task_device

@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from epm_spark.errors import InputError
-from epm_spark.models.precision import bf16_available
+from epm_spark.models.precision import bf16_available, resolve_device
 from epm_spark.models.search.coverage import COVERAGE_FEATURES, query_coverage
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
@@ -241,7 +241,6 @@ class MultiTaskRanker(torch.nn.Module):
         from transformers import AutoModel, AutoTokenizer
 
         from epm_spark.models.encoder.model import resolve_backbone
-        from epm_spark.models.precision import resolve_device
         from epm_spark.models.weights import offline
 
         offline()
@@ -266,7 +265,6 @@ class MultiTaskRanker(torch.nn.Module):
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
 
-        from epm_spark.models.precision import resolve_device
         from epm_spark.models.weights import offline
 
         offline()

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 from epm_spark.models.matcher.evaluation import stratified_sample, thresholds_by_group
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, write_card
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
+from epm_spark.models.precision import bf16_available, resolve_device
 
 __all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
            "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet", "run_sft", "run_grpo", "save_adapters",
@@ -50,8 +51,6 @@ class StartingPoint:
 
 def use_bf16(wanted: bool) -> bool:
     """bf16 mixed precision where the training device has it (a GPU, or a CPU with AVX-512 BF16)."""
-    from epm_spark.models.precision import bf16_available, resolve_device
-
     return bool(wanted and bf16_available(resolve_device("auto")))
 
 
@@ -67,7 +66,7 @@ def starting_point(init: str, prompt: Any = None, *, bf16: bool = False, load: C
     if load is None:
         from epm_spark.models.matcher.student.inference import load_matcher_model as load
 
-    gpu_bf16 = bf16 and torch.cuda.is_available()
+    gpu_bf16 = bf16 and resolve_device("auto").type == "cuda"
     model, tokenizer, card = load(init, dtype="bfloat16" if gpu_bf16 else "float32")
     if card is None:
         return StartingPoint(model, tokenizer, init, prompt or prompt_type())
