@@ -13,7 +13,7 @@ import pytest
 
 from epm_spark.cli import build_parser, main
 from epm_spark.io import delta
-from test_nightly import COMPETITOR_A_MAP, TINY, tiny_encoder
+from catalog_tiny import COMPETITOR_A_MAP, TINY, tiny_encoder
 from tiny_student import tiny_student  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from epm_spark.io import delta
 from epm_spark.pipeline.dedup import dedup
 from epm_spark.pipeline.price_match import price_match
 
-from test_delta import products
+from catalog_tiny import products
 
 NIGHT1 = ["a1", "a2", "a3", "b1", "b2", "c1", "c2", "d1", "d2", "d3", "e1", "f1", "f2", "h1", "h2", "h3", "h4", "h5"]
 EDGES1 = [("a1", "a2"), ("a2", "a3"), ("b1", "b2"), ("c1", "c2"), ("d1", "d2"), ("d2", "d3"), ("f1", "f2"),

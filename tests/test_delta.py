@@ -1,6 +1,5 @@
 """Delta read/write through delta-rs: modes, idempotency, snapshots, and nothing half-written."""
 
-import datetime as dt
 from pathlib import Path
 
 import pandas as pd
@@ -9,15 +8,7 @@ import pytest
 from epm_spark.errors import ConcurrentWriteError, InputError, TableNotFoundError
 from epm_spark.io import delta
 from epm_spark.io.schemas import PRODUCTS
-
-NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-
-
-def products(n, source="ours", run_id="r1", start=0):
-    return pd.DataFrame([dict(product_id=str(i), source=source, title=f"listing {i}", brand="B", category=None,
-                              description=None, price=float(i), currency="EUR", price_raw=str(i),
-                              attributes={"colour": "black"}, ingested_at=NOW, run_id=run_id)
-                         for i in range(start, start + n)])
+from catalog_tiny import NOW, products
 
 
 def sdf(spark, frame, partitions=2):

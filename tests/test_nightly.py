@@ -13,33 +13,10 @@ import pytest
 from epm_spark.io import delta
 from epm_spark.pipeline.generate import generate
 from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
+from catalog_tiny import COMPETITOR_A_MAP, TINY, tiny_encoder
 from tiny_student import tiny_student  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
-COMPETITOR_A_MAP = {"product_id": "artikelnummer", "title": "bezeichnung", "brand": "marke", "price": "preis",
-                    "category": "kategorie", "description": "beschreibung"}
-
-
-def tiny_encoder(folder: Path) -> str:
-    """A 2-layer, 32-wide random BERT over the real MiniLM tokenizer: titles sharing tokens land nearby."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from epm_spark.models.weights import packaged_encoder_dir
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder_dir())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-# Small k, two query partitions, a narrow explained band and short generations: seconds per step.
-TINY = ["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2", "dedup.max_cluster_size=3",
-        "match.explain=band", "match.uncertainty_margin=0.02", "match.max_explain_per_batch=2",
-        "matcher.inference.max_new_tokens=24"]
 
 
 @pytest.fixture(scope="module")

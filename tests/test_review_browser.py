@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from review_client import TestClientReviewer, hidden_fields
-from test_nightly import tiny_encoder
+from catalog_tiny import tiny_encoder
 from tiny_student import tiny_student  # noqa: F401
 
 from epm_spark.config import load_settings

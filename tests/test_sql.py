@@ -8,7 +8,7 @@ from epm_spark.errors import InputError
 from epm_spark.io import delta
 from epm_spark.pipeline.sql import run_sql
 
-from test_delta import products
+from catalog_tiny import products
 
 
 def test_every_table_is_a_view_in_three_formats(spark, settings):

@@ -13,7 +13,7 @@ from deltalake import DeltaTable
 
 from epm_spark.cli import main
 from epm_spark.io import delta
-from test_delta import products
+from catalog_tiny import products
 
 DAY = 86400
 
