@@ -6,7 +6,7 @@ import pytest
 
 from epm_spark.models.matcher.supervision.attributes import (
     compare, extract, looks_like_model_number, normalise_brand, normalise_model_number, parse_measures,
-    strip_noise, token_weights,
+    strip_noise, token_weights, unexplained_codes,
 )
 from epm_spark.models.matcher.decision import ATTRIBUTES
 
@@ -184,6 +184,17 @@ def test_codes_only_on_one_side_are_unknown():
     assert verdicts("Logitech H151 headset 981-000589", "Logitech H151 stereo headset")["model_number"] in (
         "same", "unknown")
     assert verdicts("Logitech headset 981-000589", "Logitech stereo headset")["model_number"] == "unknown"
+
+
+def test_part_numbers_that_disagree_stay_unexplained_beside_a_shared_code():
+    # The server name DL120 is shared, so the rules read one model; each side's part number is not.
+    left, right = extract("455035-B22 HP Xeon X3210 DL120 G5"), extract("533993-B22 HP Xeon E7400 DL120 G5")
+    assert compare(left, right).verdict("model_number") == "same"
+    rest_left, rest_right = unexplained_codes(left, right)
+    assert "455035B22" in rest_left and "533993B22" in rest_right and "DL120" not in rest_left + rest_right
+    # A code the other listing spells with separators, or one side without codes, leaves nothing on one side.
+    assert unexplained_codes(extract("Samsung SM-G991B"), extract("Samsung smg991b")) == ([], [])
+    assert unexplained_codes(extract("Logitech headset 981-000589"), extract("Logitech stereo headset"))[1] == []
 
 
 def test_brand_comparison():

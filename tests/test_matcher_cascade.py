@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cascade_tiny import build_tiny_cross_encoder, split_pairs, tiny_cascade_settings
-from matcher_pairs import write_hard_warehouse
+from matcher_pairs import hard_pair_frame, write_hard_warehouse
 from tiny_student import tiny_student  # noqa: F401
 
 from epm_spark.cli import main
@@ -16,6 +16,7 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.cascade import train as cascade_train
 from epm_spark.models.matcher.cascade.cascade import TIERS, Cascade, is_cascade
 from epm_spark.models.matcher.cascade.combiner import fit_combiner
+from epm_spark.models.matcher.cascade.features import TEACHER_FEATURES, pair_features
 from epm_spark.models.matcher.decision import DecisionFormatError, parse_short_decision, short_decision_json
 from epm_spark.models.matcher.evaluation import matching_metrics, paired_bootstrap_f1
 from epm_spark.models.matcher.model_folder import read_card
@@ -60,6 +61,23 @@ def test_combiner_probabilities_are_calibrated_on_new_pairs():
     gaps = [abs(p[bins == b].mean() - y_new[bins == b].mean()) for b in range(10) if (bins == b).sum() > 200]
     assert max(gaps) < 0.05
     assert combiner.contributions()["signal"] > 5 * abs(combiner.contributions()["noise"])
+
+
+def test_teacher_features_flag_part_numbers_that_disagree_beside_a_shared_code():
+    pairs = {"conflict": ("455035-B22 HP Xeon X3210 2.13GHz DL120 G5", "533993-B22 HP Xeon E7400 2.8GHz DL120 G5"),
+             "same kit": ("HP 455035-B22 Xeon X3210 DL120 G5", "455035-B22 HP Xeon X3210 kit"),
+             "one side": ("Logitech headset 981-000589", "Logitech stereo headset")}
+    frame = pd.concat([hard_pair_frame().iloc[[0]]] * len(pairs), ignore_index=True)
+    for k, (a, b) in enumerate(pairs.values()):
+        frame.loc[k, ["left_id", "right_id", "left_title", "right_title"]] = [f"l{k}", f"r{k}", a, b]
+    frame[[f"{side}_{f}" for side in ("left", "right") for f in ("brand", "description", "attributes")]] = None
+    teacher = AgenticTeacher()
+    x = pair_features(frame, teacher.evidence(frame), teacher)
+    assert list(x.columns) == list(TEACHER_FEATURES)
+    # The part numbers disagree (the right side's E7400 counts once the left has a code to set against it).
+    assert x["model_conflicts"].tolist() == [1.0, 0.0, 0.0]
+    # The rules alone read the shared server name as one model.
+    assert x.loc[0, "model_number_same"] == 1.0 and x.loc[0, "measure_conflicts"] == 1.0
 
 
 def test_combiner_needs_both_classes():

@@ -8,6 +8,10 @@ written with other catalogs in view. Per pair:
 * ``teacher_score``: the rules' log-odds (clipped to [-12, 12]);
 * ``<attribute>_same`` / ``<attribute>_different``: one-hot verdicts (``unknown`` is neither);
 * ``model_near_miss``: the model numbers differ by a variant (MZ-77E1T0 vs MZ-77E2T0);
+* ``model_conflicts``: how many model codes each listing carries that the other does not explain
+  (the smaller count, up to 3), whether or not they also share one (455035-B22 vs 533993-B22
+  beside a shared DL120 server name): the rules read a shared code as the same model, and the
+  combiner learns how often part numbers that disagree overrule it;
 * ``line_similarity``: the weighted token overlap of the product lines;
 * ``codes_jaccard``: the Jaccard overlap of the title tokens that hold a digit (model codes,
   capacities, years), a classic entity-matching similarity (Konda et al., 2016, Magellan);
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from epm_spark.models.matcher.supervision.attributes import Evidence
+from epm_spark.models.matcher.supervision.attributes import Evidence, unexplained_codes
 from epm_spark.models.matcher.decision import ATTRIBUTES
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 
@@ -38,6 +42,7 @@ TEACHER_FEATURES: tuple[str, ...] = (
     "teacher_score",
     *(f"{a}_{v}" for a in ATTRIBUTES for v in ("same", "different")),
     "model_near_miss",
+    "model_conflicts",
     "line_similarity",
     "codes_jaccard",
     "measure_conflicts",
@@ -109,6 +114,8 @@ def pair_features(pairs: pd.DataFrame, evidence: list[Evidence], teacher: Agenti
             row[f"{a}_same"], row[f"{a}_different"] = float(v == "same"), float(v == "different")
         mn = e["model_number"]
         row["model_near_miss"] = float(mn.verdict == "different" and mn.reason == "near miss")
+        rest_a, rest_b = unexplained_codes(e.left, e.right)
+        row["model_conflicts"] = float(min(3, len(rest_a), len(rest_b)))
         row["line_similarity"] = float(e.line_similarity)
         a, b = _codes(r.get("left_title")), _codes(r.get("right_title"))
         row["codes_jaccard"] = len(a & b) / len(a | b) if a | b else 0.0

@@ -47,6 +47,7 @@ __all__ = [
     "normalise_model_number",
     "looks_like_model_number",
     "model_numbers_related",
+    "unexplained_codes",
     "token_weights",
     "TokenWeights",
     "parse_measures",
@@ -760,19 +761,24 @@ def model_numbers_related(c: str, d: str) -> bool:
     return c == d or (min(len(c), len(d)) >= 4 and (c in d or d in c))
 
 
+def _explained(code: str, other: ListingAttributes) -> bool:
+    return code in other.model_numbers or (len(code) >= 4 and code in other.search_text)
+
+
+def unexplained_codes(a: ListingAttributes, b: ListingAttributes) -> tuple[list[str], list[str]]:
+    """Each listing's model codes that the other neither carries nor spells out in its text."""
+    return ([c for c in a.model_numbers if not _explained(c, b)],
+            [d for d in b.model_numbers if not _explained(d, a)])
+
+
 def _compare_codes(a: ListingAttributes, b: ListingAttributes) -> AttributeComparison:
     va, vb = a.value("model_number"), b.value("model_number")
     if not a.model_numbers and not b.model_numbers:
         return AttributeComparison("model_number", "unknown", None, None, "no model number")
-
-    def explained(code: str, other: ListingAttributes) -> bool:
-        return code in other.model_numbers or (len(code) >= 4 and code in other.search_text)
-
-    shared = [c for c in a.model_numbers if explained(c, b)] + [d for d in b.model_numbers if explained(d, a)]
+    shared = [c for c in a.model_numbers if _explained(c, b)] + [d for d in b.model_numbers if _explained(d, a)]
     # Codes left unexplained on both sides that differ in a character or two are variants of one
     # family (colour or capacity suffixes: DVP-FX820R vs DVP-FX820P): that outweighs a shared code.
-    rest_a = [c for c in a.model_numbers if not explained(c, b)]
-    rest_b = [d for d in b.model_numbers if not explained(d, a)]
+    rest_a, rest_b = unexplained_codes(a, b)
     near = [(c, d) for c in rest_a for d in rest_b if _near_miss(c, d)]
     if near:
         return AttributeComparison("model_number", "different", va, vb, "near miss")
