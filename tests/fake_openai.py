@@ -75,20 +75,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.max_in_flight = max(self.server.max_in_flight, self.server.in_flight)
         try:
             step = self.server.next_step(body)
-            kind = step[0]
-            if kind == "sleep":
+            if step[0] == "sleep":
                 time.sleep(step[1])
                 step = step[2]
-                kind = step[0]
-            if kind == "json":
+        finally:
+            # The request stops counting once its answer is ready, before the answer is written:
+            # the client may send its next request the moment it reads this one's.
+            with self.server.lock:
+                self.server.in_flight -= 1
+        try:
+            if step[0] == "json":
                 self._send(step[1], json.dumps(step[2]).encode(), "application/json", step[3] if len(step) > 3 else {})
-            elif kind == "raw":
+            elif step[0] == "raw":
                 self._send(step[1], step[2], "text/html", {})
         except (BrokenPipeError, ConnectionResetError):
             pass
-        finally:
-            with self.server.lock:
-                self.server.in_flight -= 1
 
     def _send(self, status: int, payload: bytes, ctype: str, headers: dict):
         self.send_response(status)
