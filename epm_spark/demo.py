@@ -36,7 +36,7 @@ EXPORT_MAPS = {
 }
 EXPORT_CURRENCY = {"ours": "EUR", "competitor_a": "EUR", "competitor_c": "GBP"}
 # Bump when the demo's training recipe changes, so a stale cached matcher is not reused.
-DEMO_MATCHER_RECIPE = 8
+DEMO_MATCHER_RECIPE = 9
 
 EXAMPLE_QUERIES = [
     "SELECT source, count(*) AS listings, round(avg(price), 2) AS avg_price FROM products GROUP BY source ORDER BY source",
