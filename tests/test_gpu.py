@@ -11,6 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from encoder_tiny import save_tiny
+from search_tiny import pairs_frame
 from tiny_student import TOY_PAIRS, pair_rows, tiny_student  # noqa: F401
 
 from epm_spark.errors import EnvironmentProblem
@@ -18,6 +20,9 @@ from epm_spark.models import precision
 from epm_spark.models.encoder.model import resolve_dtype
 from epm_spark.models.matcher.student.model import pick_dtype
 from epm_spark.models.precision import resolve_device
+from epm_spark.models.search.ranker import MultiTaskRanker
+from epm_spark.models.search.settings import RankerSettings
+from epm_spark.models.search.train import fit
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device: the GPU runs of tiny models need one")
@@ -71,6 +76,24 @@ def test_half_precision_on_gpus_bf16_where_supported(monkeypatch):
     assert not precision.bf16_available(gpu)
     # A setting that names the dtype wins over the hardware.
     assert resolve_dtype("float32", gpu) is torch.float32 and pick_dtype("float32", gpu) is torch.float32
+
+
+def test_ranker_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch, tmp_path):
+    cpu = torch.device("cpu")
+    settings = RankerSettings(backbone=str(save_tiny(tmp_path / "tiny")), batch_size=8, device="cpu")
+    trained_bf16 = {}
+    for name, flags in (("avx512_bf16", {"avx512f", "avx512_bf16"}), ("amx", {"avx512_bf16", "amx_bf16", "amx_tile"})):
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=frozenset(flags): flags)
+        trained_bf16[name] = fit(MultiTaskRanker.from_backbone(settings), pairs_frame(), settings, max_steps=1)["bf16"]
+    # The hardware has bf16 either way; only AMX makes autocast pay (precision.py's measurements).
+    assert precision.bf16_available(cpu)
+    assert trained_bf16 == {"avx512_bf16": False, "amx": True}
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert not precision.bf16_available(cpu) and not precision.bf16_autocast_faster(cpu)
+    _fake_gpu(monkeypatch, bf16=True)
+    assert precision.bf16_autocast_faster(torch.device("cuda"))
+    _fake_gpu(monkeypatch, bf16=False)
+    assert not precision.bf16_autocast_faster(torch.device("cuda"))
 
 
 def test_encoders_stay_float32_on_the_cpu_whatever_its_instructions(monkeypatch):

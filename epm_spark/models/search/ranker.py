@@ -62,7 +62,7 @@ import torch
 import torch.nn.functional as F
 
 from epm_spark.errors import InputError
-from epm_spark.models.precision import bf16_available, resolve_device
+from epm_spark.models.precision import bf16_autocast_faster, resolve_device
 from epm_spark.models.search.coverage import COVERAGE_FEATURES, query_coverage
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
@@ -358,7 +358,7 @@ class MultiTaskRanker(torch.nn.Module):
             sims = torch.tensor(np.asarray(similarity, dtype=np.float32))
         lexical = self.lexical_features(queries, texts)
         out = {t: np.full(n, np.nan) for t in TASKS}
-        autocast = bf16_available(self.device)
+        autocast = bf16_autocast_faster(self.device)
         # Similar lengths batch together: less padding, the same answers.
         order = np.argsort([len(q) + len(t) for q, t in zip(queries, texts)], kind="stable")
         for s in range(0, n, batch_size):

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from epm_spark.errors import InputError
-from epm_spark.models.precision import bf16_available
+from epm_spark.models.precision import bf16_autocast_faster
 from epm_spark.models.search.queries import query_split
 from epm_spark.models.search.ranker import (
     MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, product_texts,
@@ -191,7 +191,7 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
-    autocast = settings.bf16 and bf16_available(device)
+    autocast = settings.bf16 and bf16_autocast_faster(device)
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     queries = pairs["query"].tolist()
