@@ -63,6 +63,6 @@ def bf16_autocast_faster(device: torch.device | str) -> bool:
     """Whether bf16 autocast beats float32 for a small encoder: CUDA devices that support bf16, and
     CPUs with AMX (AVX-512 BF16 alone measured slower, module docstring)."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and cpu_has_amx()
+    if device.type == "cpu":
+        return cpu_has_amx()
+    return bf16_available(device)
