@@ -84,9 +84,9 @@ def test_ranker_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch, tmp_p
     trained_bf16 = {}
     for name, flags in (("avx512_bf16", {"avx512f", "avx512_bf16"}), ("amx", {"avx512_bf16", "amx_bf16", "amx_tile"})):
         monkeypatch.setattr(precision, "_cpu_flags", lambda flags=frozenset(flags): flags)
+        # The hardware has bf16 either way; only AMX makes autocast pay (precision.py's measurements).
+        assert precision.bf16_available(cpu), name
         trained_bf16[name] = fit(MultiTaskRanker.from_backbone(settings), pairs_frame(), settings, max_steps=1)["bf16"]
-    # The hardware has bf16 either way; only AMX makes autocast pay (precision.py's measurements).
-    assert precision.bf16_available(cpu)
     assert trained_bf16 == {"avx512_bf16": False, "amx": True}
     monkeypatch.setattr(precision, "_cpu_flags", lambda: frozenset({"avx2"}))
     assert not precision.bf16_available(cpu) and not precision.bf16_autocast_faster(cpu)
