@@ -24,11 +24,12 @@ from epm_spark.progress import on_terminal
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["get_spark", "check_java", "MIN_JAVA"]
+__all__ = ["get_spark", "check_java", "sql_warehouse_dir", "MIN_JAVA", "SQL_WAREHOUSE"]
 
 log = logging.getLogger(__name__)
 
 MIN_JAVA = 17
+SQL_WAREHOUSE = "_spark_sql"
 
 _INSTALL_JAVA = (
     "install Java {min} or newer, e.g. `sudo apt-get install openjdk-17-jre-headless` (Debian/Ubuntu), "
@@ -103,6 +104,10 @@ def get_spark(settings: Settings) -> SparkSession:
     if "spark.driver.extraJavaOptions" not in s.conf:
         log4j = Path(__file__).with_name("log4j2.properties").as_uri()
         builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j}")
+    if "spark.sql.warehouse.dir" not in s.conf:
+        # The jobs address Delta tables by path, but a local session still makes its catalog's
+        # folder, by default ./spark-warehouse wherever the job was started; keep it in the warehouse.
+        builder = builder.config("spark.sql.warehouse.dir", sql_warehouse_dir(settings.warehouse))
     for key, value in s.conf.items():
         builder = builder.config(key, value)
     log.info("starting Spark (%s)", s.master)
@@ -111,6 +116,14 @@ def get_spark(settings: Settings) -> SparkSession:
     if s.log_level.upper() not in ("DEBUG", "INFO", "ALL", "TRACE"):
         _quiet_task_failures(spark)
     return spark
+
+
+def sql_warehouse_dir(warehouse: str) -> str:
+    """Where a local session keeps Spark SQL's own catalog: ``_spark_sql`` in the project's warehouse
+    (not a Delta table, so no verb lists it as one)."""
+    if "://" in warehouse:
+        return warehouse.rstrip("/") + "/" + SQL_WAREHOUSE
+    return str(Path(warehouse).resolve() / SQL_WAREHOUSE)
 
 
 def _quiet_task_failures(spark: SparkSession) -> None:

@@ -15,14 +15,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def spark():
+def session_warehouse(tmp_path_factory) -> str:
+    """The warehouse the Spark session was built for (its SQL catalog folder lives there)."""
+    return str(tmp_path_factory.mktemp("session") / "warehouse")
+
+
+@pytest.fixture(scope="session")
+def spark(session_warehouse):
     from epm_spark.config import load_settings
     from epm_spark.spark import get_spark
 
     settings = load_settings(overrides=[
         "spark.master=local[2]", "spark.ui_enabled=false", "spark.shuffle_partitions=2",
         "spark.driver_memory=2g",
-    ])
+    ], warehouse=session_warehouse)
     session = get_spark(settings)
     yield session
     session.stop()

@@ -1,5 +1,6 @@
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from epm_spark.errors import InputError
 from epm_spark.io import delta
 from epm_spark.pipeline.sql import run_sql
+from epm_spark.spark import SQL_WAREHOUSE, sql_warehouse_dir
 
 from catalog_tiny import products
 
@@ -37,3 +39,14 @@ def test_a_bad_query_gets_the_sql_error(spark, settings):
     assert "\tat " not in str(info.value) and "Project" not in str(info.value)
     with pytest.raises(InputError, match="TABLE_OR_VIEW_NOT_FOUND"):
         run_sql(spark, settings, "SELECT * FROM candidates", out=io.StringIO())
+
+
+def test_spark_sql_catalog_folder_is_kept_in_the_warehouse(spark, session_warehouse, settings):
+    # Not ./spark-warehouse wherever a job happens to be started.
+    assert spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:") == sql_warehouse_dir(session_warehouse)
+    assert sql_warehouse_dir("s3a://lake/epm/") == "s3a://lake/epm/" + SQL_WAREHOUSE
+    assert Path(sql_warehouse_dir("wh")) == Path.cwd() / "wh" / SQL_WAREHOUSE
+    # It is no Delta table, so it is not listed as one.
+    delta.write_pandas(settings.warehouse, "products", products(1), "overwrite")
+    (Path(settings.warehouse) / SQL_WAREHOUSE).mkdir()
+    assert delta.list_tables(settings.warehouse) == ["products"]
