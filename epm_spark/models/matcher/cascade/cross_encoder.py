@@ -8,7 +8,7 @@ Li et al., 2021, "Ditto", https://arxiv.org/abs/2004.00584, the matcher it follo
 
     z = W h_[CLS](A, B) + b,      P(match) = softmax(z)_1,      logit = z_1 - z_0
 
-Training uses transformers' ``Trainer`` (checkpoints, resume, bf16 autocast on CPU and GPU);
+Training uses transformers' ``Trainer`` (checkpoints, resume, bf16 autocast where it beats float32);
 the side order is swapped for half of the training pairs, so the model does not learn which
 catalog a listing came from. The model layer only: frames in, a model folder out.
 """
@@ -29,7 +29,7 @@ import torch
 
 from epm_spark.errors import ConfigError, InputError
 from epm_spark.models.matcher.pairs import listing
-from epm_spark.models.precision import bf16_available
+from epm_spark.models.precision import bf16_autocast_faster
 from epm_spark.models.text import listing_text
 from epm_spark.progress import progress
 
@@ -53,7 +53,7 @@ class CrossEncoderSettings:
     learning_rate: float = 5e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
-    # Autocast to bf16 where the hardware has it (CUDA, or a CPU with AVX-512 bf16 / AMX).
+    # Autocast to bf16 where that beats float32: CUDA with bf16, or a CPU with AMX (precision.py).
     bf16: bool = True
     save_steps: int = 200
     seed: int = 0
@@ -88,7 +88,7 @@ class CrossEncoder:
         self.tokenizer = tokenizer
         self.settings = settings
         self.device = device
-        self.autocast = settings.bf16 and bf16_available(device)
+        self.autocast = settings.bf16 and bf16_autocast_faster(device)
 
     @classmethod
     def load(cls, folder: str | Path, settings: CrossEncoderSettings | None = None,
@@ -175,7 +175,7 @@ def train_cross_encoder(train: pd.DataFrame, out: str | Path, settings: CrossEnc
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=settings.batch_size,
         num_train_epochs=settings.epochs, max_steps=max_steps or -1, learning_rate=settings.learning_rate,
         warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay, lr_scheduler_type="linear",
-        bf16=settings.bf16 and bf16_available(encoder.device), use_cpu=on_cpu, save_strategy="steps",
+        bf16=settings.bf16 and bf16_autocast_faster(encoder.device), use_cpu=on_cpu, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=1, logging_steps=20, report_to=[],
         seed=settings.seed, dataloader_num_workers=0, disable_tqdm=True,
     )
