@@ -159,7 +159,7 @@ def test_lora_training_changes_only_adapters_and_writes_merged_weights(backbone,
 
 
 def test_training_after_a_bf16_trainer_in_the_same_process(backbone, tmp_path):
-    # The matcher's cross-encoder Trainer (bf16 on this CPU) leaves accelerate's process-wide
+    # The matcher's cross-encoder Trainer (bf16 on GPUs and AMX CPUs) leaves accelerate's process-wide
     # state behind; a notebook that trains it and then the encoder must not be refused.
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState

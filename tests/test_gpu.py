@@ -6,6 +6,7 @@ On a GPU machine: ``python -m pytest -q tests/test_gpu.py``.
 
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -94,6 +95,26 @@ def test_ranker_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch, tmp_p
     assert precision.bf16_autocast_faster(torch.device("cuda"))
     _fake_gpu(monkeypatch, bf16=False)
     assert not precision.bf16_autocast_faster(torch.device("cuda"))
+
+
+def test_cross_encoder_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch, tmp_path):
+    from cascade_tiny import build_tiny_cross_encoder, split_pairs
+
+    from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, CrossEncoderSettings, train_cross_encoder
+
+    _fake_gpu(monkeypatch, present=False)
+    settings = CrossEncoderSettings(base=str(build_tiny_cross_encoder(tmp_path / "base")), max_length=48,
+                                    batch_size=8, save_steps=100)
+    pairs = split_pairs({"train": 2})
+    chosen = {}
+    for name, flags in (("avx512_bf16", {"avx512f", "avx512_bf16"}), ("amx", {"avx512_bf16", "amx_bf16", "amx_tile"})):
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=frozenset(flags): flags)
+        info = train_cross_encoder(pairs, tmp_path / name, settings, max_steps=1)
+        scorer = CrossEncoder.load(tmp_path / name / "model", settings, device="cpu")
+        chosen[name] = (info["bf16"], scorer.autocast)
+    # Training and scoring alike: float32 on AVX-512 BF16 alone, bf16 autocast with AMX.
+    assert chosen == {"avx512_bf16": (False, False), "amx": (True, True)}
+    assert not CrossEncoder.load(tmp_path / "amx" / "model", dataclasses.replace(settings, bf16=False), device="cpu").autocast
 
 
 def test_encoders_stay_float32_on_the_cpu_whatever_its_instructions(monkeypatch):
