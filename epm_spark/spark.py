@@ -120,10 +120,10 @@ def get_spark(settings: Settings) -> SparkSession:
 
 def sql_warehouse_dir(warehouse: str) -> str:
     """Where a local session keeps Spark SQL's own catalog: ``_spark_sql`` in the project's warehouse
-    (not a Delta table, so no verb lists it as one)."""
-    if "://" in warehouse:
-        return warehouse.rstrip("/") + "/" + SQL_WAREHOUSE
-    return str(Path(warehouse).resolve() / SQL_WAREHOUSE)
+    (not a Delta table, so no verb lists it as one), resolved as the tables' folders are."""
+    from epm_spark.io.delta import table_uri
+
+    return table_uri(warehouse, SQL_WAREHOUSE)
 
 
 def _quiet_task_failures(spark: SparkSession) -> None:

@@ -29,6 +29,11 @@ CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device: the GPU runs of tiny models need one")
 
 
+# /proc/cpuinfo flags of a CPU with AVX-512 BF16 alone, and of one with AMX as well.
+BF16_CPUS = {"avx512_bf16": frozenset({"avx512f", "avx512_bf16"}),
+             "amx": frozenset({"avx512_bf16", "amx_bf16", "amx_tile"})}
+
+
 def _fake_gpu(monkeypatch, *, present: bool = True, bf16: bool = True) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: present)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
@@ -83,8 +88,8 @@ def test_ranker_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch, tmp_p
     cpu = torch.device("cpu")
     settings = RankerSettings(backbone=str(save_tiny(tmp_path / "tiny")), batch_size=8, device="cpu")
     trained_bf16 = {}
-    for name, flags in (("avx512_bf16", {"avx512f", "avx512_bf16"}), ("amx", {"avx512_bf16", "amx_bf16", "amx_tile"})):
-        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=frozenset(flags): flags)
+    for name, flags in BF16_CPUS.items():
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=flags: flags)
         # The hardware has bf16 either way; only AMX makes autocast pay (precision.py's measurements).
         assert precision.bf16_available(cpu), name
         trained_bf16[name] = fit(MultiTaskRanker.from_backbone(settings), pairs_frame(), settings, max_steps=1)["bf16"]
@@ -107,8 +112,8 @@ def test_cross_encoder_autocasts_to_bf16_only_where_it_beats_float32(monkeypatch
                                     batch_size=8, save_steps=100)
     pairs = split_pairs({"train": 2})
     chosen = {}
-    for name, flags in (("avx512_bf16", {"avx512f", "avx512_bf16"}), ("amx", {"avx512_bf16", "amx_bf16", "amx_tile"})):
-        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=frozenset(flags): flags)
+    for name, flags in BF16_CPUS.items():
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=flags: flags)
         info = train_cross_encoder(pairs, tmp_path / name, settings, max_steps=1)
         scorer = CrossEncoder.load(tmp_path / name / "model", settings, device="cpu")
         chosen[name] = (info["bf16"], scorer.autocast)

@@ -175,7 +175,7 @@ def train_cross_encoder(train: pd.DataFrame, out: str | Path, settings: CrossEnc
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=settings.batch_size,
         num_train_epochs=settings.epochs, max_steps=max_steps or -1, learning_rate=settings.learning_rate,
         warmup_steps=settings.warmup_ratio, weight_decay=settings.weight_decay, lr_scheduler_type="linear",
-        bf16=settings.bf16 and bf16_autocast_faster(encoder.device), use_cpu=on_cpu, save_strategy="steps",
+        bf16=encoder.autocast, use_cpu=on_cpu, save_strategy="steps",
         save_steps=settings.save_steps, save_total_limit=1, logging_steps=20, report_to=[],
         seed=settings.seed, dataloader_num_workers=0, disable_tqdm=True,
     )
