@@ -136,6 +136,23 @@ def test_student_training_asks_for_bf16_on_the_gpu(monkeypatch):
     assert not use_bf16(True)
 
 
+def test_student_uses_bf16_on_the_cpu_only_where_it_beats_float32(monkeypatch, tiny_student):
+    from epm_spark.models.matcher.student.inference import load_matcher_model
+    from epm_spark.models.matcher.student.training import use_bf16
+
+    _fake_gpu(monkeypatch, present=False)
+    chosen = {}
+    for name, flags in BF16_CPUS.items():
+        monkeypatch.setattr(precision, "_cpu_flags", lambda flags=flags: flags)
+        model = load_matcher_model(str(tiny_student), device="cpu")[0]
+        chosen[name] = (next(model.parameters()).dtype, use_bf16(True))
+    # Inference weights and training autocast alike: float32 with AVX-512 BF16 alone, bf16 with AMX.
+    assert chosen == {"avx512_bf16": (torch.float32, False), "amx": (torch.bfloat16, True)}
+    assert not use_bf16(False)
+    assert next(load_matcher_model(str(tiny_student), device="cpu", dtype="float32")[0].parameters()).dtype \
+        is torch.float32
+
+
 def test_student_weights_load_in_bf16_for_gpu_training_only(monkeypatch):
     from epm_spark.models.matcher.student.training import starting_point
 

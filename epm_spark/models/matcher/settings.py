@@ -81,7 +81,7 @@ class StageSettings:
 
     lora: LoraSettings = field(default_factory=LoraSettings)
     learning_rate: float = 2e-4
-    # bf16 mixed precision where the device has it (GPUs; CPUs with AVX-512 BF16 or AMX).
+    # bf16 mixed precision where it beats float32: GPUs with bf16, CPUs with AMX (models/precision.py).
     bf16: bool = True
     gradient_checkpointing: bool = True
     save_steps: int = 100

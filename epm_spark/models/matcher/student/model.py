@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from epm_spark.errors import EnvironmentProblem, InputError
-from epm_spark.models.precision import bf16_available, resolve_device
+from epm_spark.models.precision import bf16_autocast_faster, resolve_device
 from epm_spark.models.weights import PACKAGED_STUDENT, cache_dir, offline, packaged_student_gguf
 
 __all__ = ["resolve_student", "convert_gguf", "load_student", "load_tokenizer", "pick_dtype"]
@@ -96,10 +96,10 @@ def convert_gguf(gguf: Path, root: Path | None = None) -> Path:
 
 
 def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """bf16 where the device has it (GPUs, CPUs with AVX-512 BF16), else fp16 on GPUs and float32 on CPUs."""
+    """bf16 where it beats float32 (GPUs with bf16, CPUs with AMX), else fp16 on GPUs and float32 on CPUs."""
     if dtype != "auto":
         return getattr(torch, dtype)
-    if bf16_available(device):
+    if bf16_autocast_faster(device):
         return torch.bfloat16
     return torch.float16 if device.type == "cuda" else torch.float32
 

@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 from epm_spark.models.matcher.evaluation import stratified_sample, thresholds_by_group
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, write_card
 from epm_spark.models.matcher.settings import InferenceSettings, LoraSettings, PromptSettings
-from epm_spark.models.precision import bf16_available, resolve_device
+from epm_spark.models.precision import bf16_autocast_faster, resolve_device
 
 __all__ = ["StartingPoint", "starting_point", "balanced_sample", "lora_config", "LogProgress", "finish_model_folder",
            "tune_thresholds", "use_bf16", "checkpoint_to_resume", "quiet", "run_sft", "run_grpo", "save_adapters",
@@ -50,8 +50,8 @@ class StartingPoint:
 
 
 def use_bf16(wanted: bool) -> bool:
-    """bf16 mixed precision where the training device has it (a GPU, or a CPU with AVX-512 BF16)."""
-    return bool(wanted and bf16_available(resolve_device("auto")))
+    """bf16 mixed precision where it beats float32 on the training device (a GPU with bf16, a CPU with AMX)."""
+    return bool(wanted and bf16_autocast_faster(resolve_device("auto")))
 
 
 def starting_point(init: str, prompt: Any = None, *, bf16: bool = False, load: Callable | None = None,
