@@ -143,7 +143,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
              retrain: bool = False) -> dict:
     from epm_spark.io.delta import describe_warehouse
     from epm_spark.pipeline.generate import generate
-    from epm_spark.pipeline.nightly import STEPS, Export, NightlyPlan, run_nightly
+    from epm_spark.pipeline.nightly import DEFAULT_STEPS, Export, NightlyPlan, run_nightly
     from epm_spark.pipeline.sql import run_sql
     from epm_spark.spark import get_spark
 
@@ -176,7 +176,7 @@ def run_demo(settings: Settings, *, products: int | None = None, competitors: in
 
     _header("4/5 nightly batch: embed, block, match, dedup, price-match")
     t = time.monotonic()
-    plan = NightlyPlan(exports, "ours", model=model, steps=[s for s in STEPS if s != "ingest"])
+    plan = NightlyPlan(exports, "ours", model=model, steps=[s for s in DEFAULT_STEPS if s != "ingest"])
     night = run_nightly(spark, settings, plan, run_id=run_id, force=True)
     timings.update({k: v for k, v in night.seconds.items()})
     timings["nightly"] = time.monotonic() - t

@@ -120,6 +120,44 @@ def test_second_night_keeps_untouched_cluster_ids(nights):
     assert set(embedded.loc[embedded.run_id == "n2", "product_id"]) == {nights["changed"], "NEW1", "NEW2"}
 
 
+def test_a_night_that_names_vacuum_removes_old_killed_writes_last_and_keeps_every_row(spark, nights):
+    import dataclasses
+    import os
+    import time
+
+    from epm_spark.errors import ConfigError
+    from epm_spark.pipeline.runs import read_runs
+
+    settings = nights["settings"]
+    folder = Path(settings.warehouse, "matches", "run_id=n2")
+    killed = {}
+    for name, age_days in (("old", 10), ("fresh", 0)):  # files of writes killed before their commit
+        killed[name] = folder / f"part-{name}-killed.parquet"
+        killed[name].write_bytes(b"PAR1 a killed write's file PAR1")
+        then = time.time() - age_days * 86400
+        os.utime(killed[name], (then, then))
+    before = {name: table(settings, name, "n2") for name in RUN_TABLES}
+
+    plan = NightlyPlan({"ours": Export("unused.csv")}, steps=["vacuum"])
+    night = run_nightly(spark, settings, plan, run_id="n3")
+    assert list(night.reports) == ["vacuum"]
+    report = night.reports["vacuum"]
+    assert [f for r in report.tables for f in r.files] == ["run_id=n2/part-old-killed.parquet"]
+    assert "removed 1 files" in report.summary()
+    assert not killed["old"].exists() and killed["fresh"].exists()  # younger than the retention: maybe a live write
+    for name in RUN_TABLES:
+        pd.testing.assert_frame_equal(table(settings, name, "n2"), before[name], obj=name)
+    runs = read_runs(settings.warehouse, run_id="n3")
+    assert set(zip(runs.step, runs.status)) >= {("vacuum", "succeeded")}
+    killed["fresh"].unlink()
+
+    # A plan naming vacuum over an object store is refused before the night starts: nothing recorded.
+    remote = dataclasses.replace(settings, warehouse="s3://bucket/warehouse")
+    with pytest.raises(ConfigError, match="steps: vacuum works on local or mounted warehouses; s3://bucket/warehouse"):
+        run_nightly(spark, remote, plan, run_id="n4")
+    assert read_runs(settings.warehouse, run_id="n4").empty
+
+
 def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
     import dataclasses
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from epm_spark.errors import InputError
 from epm_spark.io.delta import _open, _remote, _storage, list_tables, table_uri
 
-__all__ = ["VacuumResult", "vacuum_warehouse"]
+__all__ = ["VacuumResult", "check_vacuumable", "vacuum_warehouse"]
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,7 @@ def vacuum_warehouse(warehouse: str | os.PathLike[str], tables: Sequence[str] = 
     Every table is checked (its name, the retention, the files to remove) before any file of any
     table is removed: a typo or a refused retention leaves the whole warehouse as it was.
     """
-    if _remote(warehouse):
-        raise InputError(f"vacuum works on local or mounted warehouses; {warehouse} is an object store: "
-                         f"run `VACUUM delta.`<path>`` in Spark with the Delta jars")
+    check_vacuumable(warehouse)
     if retain_hours is not None and retain_hours < 0:
         raise InputError(f"--retain-hours must be >= 0, got {retain_hours}")
     names = list(dict.fromkeys(tables)) or list_tables(warehouse)
@@ -73,6 +71,13 @@ def vacuum_warehouse(warehouse: str | os.PathLike[str], tables: Sequence[str] = 
             version = _open(warehouse, name).version()  # the vacuum's own commits
         results.append(VacuumResult(name, tuple(files), size, dry_run, version))
     return results
+
+
+def check_vacuumable(warehouse: str | os.PathLike[str]) -> None:
+    """Refuse an object-store warehouse: delta-rs's full vacuum lists local folders."""
+    if _remote(warehouse):
+        raise InputError(f"vacuum works on local or mounted warehouses; {warehouse} is an object store: "
+                         f"run `VACUUM delta.`<path>`` in Spark with the Delta jars")
 
 
 def _plan(table: str, dt, uri: str, retain_hours: int | None) -> list[str]:

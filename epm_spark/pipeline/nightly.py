@@ -1,4 +1,5 @@
-"""The nightly run, step after step: ingest, embed, block, match, dedup, price-match.
+"""The nightly run, step after step: ingest, embed, block, match, dedup, price-match, and, where
+the plan asks for it, vacuum.
 
     epm-spark nightly --plan conf/nightly.yaml [--run-id 2026-11-23] [--force]
 
@@ -11,6 +12,12 @@ running the verbs one by one write the same tables. Every step is recorded in
 re-run with the same run id skips the steps an earlier attempt finished and redoes the
 rest, so a night killed during ``match`` resumes at ``match``. The first failing step
 stops the night with one line naming it.
+
+``vacuum`` (last, only when the plan's ``steps`` name it) removes the files every table's
+retention lets go (:mod:`epm_spark.io.maintenance`): the rows earlier nights replaced and the
+files of killed writes, once older than 168 hours unless a table says otherwise. It is not a
+default step because it works on local and mounted warehouses only; a plan naming it on an
+object store is refused before the night starts.
 """
 
 from __future__ import annotations
@@ -24,17 +31,20 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from epm_spark.config import Settings, from_dict, read_yaml_mapping
 from epm_spark.errors import ConfigError, EpmError, InputError
+from epm_spark.io.maintenance import VacuumResult, check_vacuumable, vacuum_warehouse
 from epm_spark.io.schemas import check_partition_value
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["Export", "NightlyPlan", "NightlyReport", "NightlyStepError", "STEPS", "load_plan", "run_nightly"]
+__all__ = ["DEFAULT_STEPS", "Export", "NightlyPlan", "NightlyReport", "NightlyStepError", "STEPS", "VacuumReport",
+           "load_plan", "run_nightly"]
 
 log = logging.getLogger(__name__)
 
-STEPS = ("ingest", "embed", "block", "match", "dedup", "price-match")
-Step = Literal["ingest", "embed", "block", "match", "dedup", "price-match"]
+STEPS = ("ingest", "embed", "block", "match", "dedup", "price-match", "vacuum")
+DEFAULT_STEPS = STEPS[:-1]
+Step = Literal["ingest", "embed", "block", "match", "dedup", "price-match", "vacuum"]
 
 
 class NightlyStepError(EpmError):
@@ -61,7 +71,7 @@ class NightlyPlan:
     model: str | None = None
     k: int | None = None
     explain: Literal["band", "all", "none"] | None = None
-    steps: list[Step] = field(default_factory=lambda: list(STEPS))
+    steps: list[Step] = field(default_factory=lambda: list(DEFAULT_STEPS))
 
     def __post_init__(self) -> None:
         if self.ours not in self.exports:
@@ -111,6 +121,25 @@ class NightlyReport:
         return "\n".join(parts)
 
 
+@dataclass(frozen=True)
+class VacuumReport:
+    """The night's vacuum of every table, each past its own retention."""
+
+    tables: tuple[VacuumResult, ...]
+
+    def summary(self) -> str:
+        files = sum(len(r.files) for r in self.tables)
+        size = sum(r.bytes for r in self.tables)
+        touched = sum(1 for r in self.tables if r.files)
+        return (f"vacuum: removed {files} files ({size / 2**20:.1f} MiB) from {touched} of {len(self.tables)} "
+                f"tables, each past its retention")
+
+
+def vacuum(spark: SparkSession, settings: Settings, *, run_id: str) -> VacuumReport:
+    """The ``vacuum`` step (Spark and the run id are the steps' common arguments; it needs neither)."""
+    return VacuumReport(tuple(vacuum_warehouse(settings.warehouse)))
+
+
 def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[str, Any]]]:
     """``(step name, job, job function, keyword arguments)`` in run order."""
     from epm_spark.pipeline.block import block
@@ -136,6 +165,7 @@ def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[s
     steps.append((f"dedup:{ours}", "dedup", dedup, dict(source=ours)))
     if competitors:
         steps.append(("price-match", "price-match", price_match, dict(ours=ours, competitors=competitors)))
+    steps.append(("vacuum", "vacuum", vacuum, {}))
     return [s for s in steps if s[1] in plan.steps]
 
 
@@ -146,6 +176,11 @@ def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, r
     from epm_spark.pipeline.runs import recorded, succeeded_steps
 
     check_partition_value("run_id", run_id)
+    if "vacuum" in plan.steps:
+        try:
+            check_vacuumable(settings.warehouse)
+        except InputError as exc:
+            raise ConfigError(f"steps: {exc}; or leave vacuum out of the plan's steps") from None
     night = NightlyReport(run_id)
     arguments = {"plan": repr(plan), "force": force}
     with recorded(settings, "nightly", run_id=run_id, arguments=arguments) as nightly_run:
