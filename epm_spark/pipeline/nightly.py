@@ -132,7 +132,7 @@ class VacuumReport:
         size = sum(r.bytes for r in self.tables)
         touched = sum(1 for r in self.tables if r.files)
         return (f"vacuum: removed {files} files ({size / 2**20:.1f} MiB) from {touched} of {len(self.tables)} "
-                f"tables, each past its retention")
+                f"tables (files past each table's retention)")
 
 
 def vacuum(spark: SparkSession, settings: Settings, *, run_id: str) -> VacuumReport:
