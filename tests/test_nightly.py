@@ -122,27 +122,22 @@ def test_second_night_keeps_untouched_cluster_ids(nights):
 
 def test_a_night_that_names_vacuum_removes_old_killed_writes_last_and_keeps_every_row(spark, nights):
     import dataclasses
-    import os
-    import time
+
+    from test_vacuum import killed_write
 
     from epm_spark.errors import ConfigError
     from epm_spark.pipeline.runs import read_runs
 
     settings = nights["settings"]
     folder = Path(settings.warehouse, "matches", "run_id=n2")
-    killed = {}
-    for name, age_days in (("old", 10), ("fresh", 0)):  # files of writes killed before their commit
-        killed[name] = folder / f"part-{name}-killed.parquet"
-        killed[name].write_bytes(b"PAR1 a killed write's file PAR1")
-        then = time.time() - age_days * 86400
-        os.utime(killed[name], (then, then))
+    killed = {"old": killed_write(folder, "0ld0ld", 10), "fresh": killed_write(folder, "fresh0", 0)}
     before = {name: table(settings, name, "n2") for name in RUN_TABLES}
 
     plan = NightlyPlan({"ours": Export("unused.csv")}, steps=["vacuum"])
     night = run_nightly(spark, settings, plan, run_id="n3")
     assert list(night.reports) == ["vacuum"]
     report = night.reports["vacuum"]
-    assert [f for r in report.tables for f in r.files] == ["run_id=n2/part-old-killed.parquet"]
+    assert [f for r in report.tables for f in r.files] == [f"run_id=n2/{killed['old'].name}"]
     assert "removed 1 files" in report.summary()
     assert not killed["old"].exists() and killed["fresh"].exists()  # younger than the retention: maybe a live write
     for name in RUN_TABLES:

@@ -18,9 +18,9 @@ from catalog_tiny import products
 DAY = 86400
 
 
-def killed_write(table: Path, name: str, age_days: float) -> Path:
+def killed_write(partition: Path, name: str, age_days: float) -> Path:
     """The Parquet file a write killed before its commit leaves behind (no log entry names it)."""
-    path = table / "source=ours" / f"part-{name}-000000000000.parquet"
+    path = partition / f"part-{name}-000000000000.parquet"
     path.write_bytes(b"PAR1 a killed write's file PAR1")
     then = time.time() - age_days * DAY
     os.utime(path, (then, then))
@@ -41,7 +41,8 @@ def test_vacuum_removes_old_killed_writes_and_keeps_what_versions_read(warehouse
     table = Path(warehouse, "products")
     replaced = set(DeltaTable(str(table), version=0).file_uris()) - set(DeltaTable(str(table)).file_uris())
     assert len(replaced) == 1
-    old, fresh = killed_write(table, "0ld0ld", 10), killed_write(table, "fresh0", 0)
+    ours = table / "source=ours"
+    old, fresh = killed_write(ours, "0ld0ld", 10), killed_write(ours, "fresh0", 0)
     before = rows(warehouse)
 
     assert main([*base, "--table", "products", "--dry-run", "--json"]) == 0
@@ -63,7 +64,7 @@ def test_vacuum_refuses_a_short_retention_and_unknown_tables_before_removing_any
     base = ["--warehouse", warehouse, "vacuum"]
     delta.write_pandas(warehouse, "products", products(2, "ours"), "replace", partition={"source": "ours"})
     table = Path(warehouse, "products")
-    old = killed_write(table, "0ld0ld", 10)
+    old = killed_write(table / "source=ours", "0ld0ld", 10)
 
     assert main([*base, "--retain-hours", "1"]) == 2
     err = capsys.readouterr().err
