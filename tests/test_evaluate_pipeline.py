@@ -10,7 +10,7 @@ from epm_spark.config import load_settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import load_benchmark
 from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
-from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline, true_matches
+from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline, labelled, true_matches
 from tiny_student import tiny_student  # noqa: F401
 
 LEFT = ["sony turntable black", "bose speaker mini", "canon camera lens", "dell laptop 16gb", "apple phone 64gb"]
@@ -39,6 +39,12 @@ def test_tables_layout_truth_is_every_labelled_match_among_the_listings(tables_b
     assert true_matches(bench, {"1"}, {"0", "2"}) == set()
 
 
+def test_tables_layout_labels_pairs_of_any_split_either_way_and_only_left_to_right(tables_benchmark):
+    bench = load_benchmark(tables_benchmark)
+    # (2, 5) is a labelled non-match of valid; (1, 0) would be right 1 against left 0, never labelled.
+    assert labelled(bench, {("0", "1"), ("1", "0"), ("2", "5"), ("3", "6")}) == {("0", "1"), ("2", "5")}
+
+
 def _offer(i, cluster, title):
     return {"id": i, "brand": None, "title": title, "description": None, "price": None,
             "priceCurrency": None, "cluster_id": cluster}
@@ -63,6 +69,8 @@ def test_pairs_layout_truth_is_shared_product_cluster(tmp_path):
     bench = load_benchmark(d)
     left_ids, right_ids = set(bench.pairs.left_id), set(bench.pairs.right_id)
     assert true_matches(bench, left_ids, right_ids) == {("1", "2"), ("3", "4")}
+    # The clusters decide every pair among clustered offers, labelled or not.
+    assert labelled(bench, {("1", "4"), ("4", "1")}) == {("1", "4"), ("4", "1")}
 
 
 def test_pipeline_end_to_end_figures_agree_with_the_matches_it_wrote(spark, tmp_path, tables_benchmark, tiny_student):
@@ -84,6 +92,10 @@ def test_pipeline_end_to_end_figures_agree_with_the_matches_it_wrote(spark, tmp_
     assert result["pair_completeness"] == round(found / 4, 4)
     assert result["predicted_matches"] == 10 and result["decided_by"] == {"label": 10}
     assert result["precision"] == round(found / 10, 4) and result["recall"] == round(found / 4, 4)
+    judged = candidates & {("0", "0"), ("4", "4"), ("2", "5"), ("0", "1"), ("1", "1"), ("2", "2"), ("3", "3"),
+                           ("4", "6")}
+    assert result["predicted_labelled"] == len(judged) > 0
+    assert result["precision_on_labelled"] == round(found / len(judged), 4)
     assert {"embed_s", "block_s", "match_s", "total_s"} <= set(result)
     assert not (tmp_path / "unused").exists()  # the user's warehouse is never touched
 
