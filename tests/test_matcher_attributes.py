@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from epm_spark.models.matcher.supervision.attributes import (
+from epm_spark.models.attributes import (
     compare, extract, looks_like_model_number, normalise_brand, normalise_model_number, parse_measures,
     strip_noise, token_weights, unexplained_codes,
 )

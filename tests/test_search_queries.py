@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from epm_spark.errors import ConfigError, InputError
-from epm_spark.models.matcher.supervision.attributes import extract
+from epm_spark.models.attributes import extract
 from epm_spark.models.search.catalog import SearchCatalog, catalog_from_benchmarks, catalog_from_products
 from epm_spark.models.search.queries import (GRADES, QuerySettings, is_accessory, make_queries, query_split,
                                              shopper_query)

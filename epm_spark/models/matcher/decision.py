@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from epm_spark.models.attributes import ATTRIBUTES
+
 __all__ = [
     "MATCH",
     "NO_MATCH",
@@ -37,7 +39,6 @@ __all__ = [
 
 MATCH, NO_MATCH = "match", "no_match"
 LABELS = (MATCH, NO_MATCH)
-ATTRIBUTES = ("brand", "model_number", "product_line", "capacity", "colour", "quantity", "condition")
 VERDICTS = ("same", "different", "unknown")
 MAX_RATIONALE_CHARS = 600
 

@@ -123,7 +123,7 @@ class RetrievalJudge:
 def context_title(listing: Mapping[str, object]) -> str:
     """A listing as the rewriter's prompt shows it: brand (when the title lacks it) and the title without
     seller noise, lower case."""
-    from epm_spark.models.matcher.supervision.attributes import extract
+    from epm_spark.models.attributes import extract
 
     attrs = extract(listing)
     title = (attrs.clean_title or attrs.title).lower()
@@ -134,14 +134,14 @@ def context_title(listing: Mapping[str, object]) -> str:
 def query_model_numbers(query: str) -> tuple[str, ...]:
     """The model numbers a query names, normalised (``ps-lx350h`` and ``PSLX350H`` -> ``PSLX350H``), in the
     order typed."""
-    from epm_spark.models.matcher.supervision.attributes import extract
+    from epm_spark.models.attributes import extract
 
     return extract(normalise_query(query, 10_000)).model_numbers
 
 
 def listing_model_numbers(listing: Mapping[str, object]) -> tuple[str, ...]:
     """The model numbers of a ``products`` row, normalised as :func:`query_model_numbers`'s."""
-    from epm_spark.models.matcher.supervision.attributes import extract
+    from epm_spark.models.attributes import extract
 
     return extract(listing).model_numbers
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from epm_spark.models.matcher.supervision.attributes import extract, normalise_model_number
+from epm_spark.models.attributes import extract, normalise_model_number
 from epm_spark.models.matcher.supervision.rewards import completion_text
 from epm_spark.models.rewriter.prompt import clean_rewrite, format_score, normalise_query
 from epm_spark.models.rewriter.settings import RewriteRewardSettings

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from epm_spark.errors import ConfigError
-from epm_spark.models.matcher.supervision.attributes import (
+from epm_spark.models.attributes import (
     extract, looks_like_model_number, normalise_model_number, strip_noise,
 )
 from epm_spark.models.rewriter.prompt import clean_rewrite, normalise_query, rewrite_messages

@@ -12,7 +12,7 @@ four styles:
 * ``category``: the line's most common (least specific) words, often the brand too.
 
 then a colloquial synonym (``synonym_rate``) and a typo (``typo_rate``). Words come
-from :func:`~epm_spark.models.matcher.supervision.attributes.extract` (seller noise
+from :func:`~epm_spark.models.attributes.extract` (seller noise
 already stripped).
 
 Each query is graded against the product the shopper had in mind (its source listing):
@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import ConfigError
-from epm_spark.models.matcher.supervision.attributes import ListingAttributes, extract, token_weights
+from epm_spark.models.attributes import ListingAttributes, extract, token_weights
 from epm_spark.models.search.catalog import SearchCatalog
 from epm_spark.progress import progress
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from epm_spark.models.matcher.supervision.attributes import Evidence, unexplained_codes
+from epm_spark.models.attributes import Evidence, unexplained_codes
 from epm_spark.models.matcher.decision import ATTRIBUTES
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher
 

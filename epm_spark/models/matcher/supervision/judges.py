@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from epm_spark.models.matcher.supervision.attributes import (
+from epm_spark.models.attributes import (
     Evidence, model_numbers_related, looks_like_model_number, compare, extract, normalise_model_number, parse_measures,
 )
 from epm_spark.models.matcher.decision import ATTRIBUTES, MATCH, NO_MATCH, MatchDecision

@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from epm_spark.models.matcher.supervision.attributes import (
+from epm_spark.models.attributes import (
     AttributeComparison, Evidence, ListingAttributes, compare, extract, strip_noise, token_weights,
 )
 from epm_spark.models.matcher.decision import (
