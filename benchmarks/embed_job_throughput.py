@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from epm_spark.config import load_settings
     from epm_spark.io import delta
     from epm_spark.models.encoder.model import DualEncoder
-    from epm_spark.pipeline.embed import embed
+    from epm_spark.pipeline.catalog.embed import embed
     from epm_spark.spark import get_spark
     from epm_spark.synthetic import generate_catalogs
 

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     from epm_spark.models.matcher.evaluation import stratified_sample
     from epm_spark.models.matcher.pairs import benchmark_pairs
-    from epm_spark.pipeline.match import match
+    from epm_spark.pipeline.catalog.match import match
     from epm_spark.spark import get_spark
 
     bench = load_benchmark(args.benchmark)

@@ -85,10 +85,10 @@ def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool
     night's catalogs it has never seen.
     """
     from epm_spark.models.matcher.model_folder import is_model_folder
-    from epm_spark.pipeline.generate import generate
-    from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
-    from epm_spark.pipeline.train_matcher import train_matcher
-    from epm_spark.pipeline.truth import label_candidates
+    from epm_spark.pipeline.catalog.generate import generate
+    from epm_spark.pipeline.catalog.nightly import Export, NightlyPlan, run_nightly
+    from epm_spark.pipeline.matcher.train_matcher import train_matcher
+    from epm_spark.pipeline.catalog.truth import label_candidates
 
     final = demo_matcher_dir(settings)
     if is_model_folder(final) and not retrain:
@@ -127,7 +127,7 @@ def ensure_demo_matcher(settings: Settings, spark, run_id: str, *, retrain: bool
 def print_quality(settings: Settings, truth_csv: Path, run_id: str, undercuts: list[dict]) -> dict:
     """The night's matches against the generator's truth, and any wrong match behind a listed undercut
     (``undercuts``: the rows the price-match summary lists)."""
-    from epm_spark.pipeline.truth import score_matches, wrong_matches
+    from epm_spark.pipeline.catalog.truth import score_matches, wrong_matches
 
     scores = score_matches(settings.warehouse, truth_csv, run_id)
     print("matches against truth.csv:")
@@ -142,8 +142,8 @@ def print_quality(settings: Settings, truth_csv: Path, run_id: str, undercuts: l
 def run_demo(settings: Settings, *, products: int | None = None, competitors: int | None = None,
              retrain: bool = False) -> dict:
     from epm_spark.io.delta import describe_warehouse
-    from epm_spark.pipeline.generate import generate
-    from epm_spark.pipeline.nightly import DEFAULT_STEPS, Export, NightlyPlan, run_nightly
+    from epm_spark.pipeline.catalog.generate import generate
+    from epm_spark.pipeline.catalog.nightly import DEFAULT_STEPS, Export, NightlyPlan, run_nightly
     from epm_spark.pipeline.sql import run_sql
     from epm_spark.spark import get_spark
 

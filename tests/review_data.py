@@ -132,6 +132,6 @@ def write_review_night(warehouse: str, *, teach: bool = True,
     write_pandas(warehouse, "price_comparisons", prices_frame(), mode="replace", partition={"run_id": RUN})
     if teach:
         from epm_spark.config import load_settings
-        from epm_spark.pipeline.teach import teach as run_teacher
+        from epm_spark.pipeline.matcher.teach import teach as run_teacher
 
         run_teacher(load_settings(warehouse=warehouse), benchmark="hard", split="train", run_id="t1")

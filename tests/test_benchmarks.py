@@ -9,7 +9,7 @@ import pytest
 from epm_spark.errors import InputError
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import load_benchmark
-from epm_spark.pipeline.load_benchmark import load_benchmark_tables
+from epm_spark.pipeline.catalog.load_benchmark import load_benchmark_tables
 
 
 @pytest.fixture

@@ -67,7 +67,7 @@ def test_evaluate_teacher_runs_on_a_benchmark_folder(tmp_path, capsys):
 
 
 def test_interrupt_does_not_claim_that_nothing_changed(monkeypatch, warehouse, capsys):
-    import epm_spark.pipeline.generate as generate
+    import epm_spark.pipeline.catalog.generate as generate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -110,7 +110,7 @@ def test_nightly_plan_errors_are_one_line(tmp_path, warehouse, capsys, plan, mes
 def test_shipped_nightly_plan_loads():
     from pathlib import Path
 
-    from epm_spark.pipeline.nightly import STEPS, load_plan
+    from epm_spark.pipeline.catalog.nightly import STEPS, load_plan
 
     plan = load_plan(Path(__file__).resolve().parents[1] / "conf" / "nightly.yaml")
     assert plan.ours == "ours" and plan.competitors and plan.steps == list(STEPS)

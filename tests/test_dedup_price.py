@@ -5,8 +5,8 @@ import pytest
 
 from epm_spark.errors import InputError
 from epm_spark.io import delta
-from epm_spark.pipeline.dedup import dedup
-from epm_spark.pipeline.price_match import price_match
+from epm_spark.pipeline.catalog.dedup import dedup
+from epm_spark.pipeline.catalog.price_match import price_match
 
 from catalog_tiny import products
 

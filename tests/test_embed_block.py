@@ -7,8 +7,8 @@ import pytest
 from encoder_tiny import WORDS, save_tiny
 from epm_spark.errors import InputError
 from epm_spark.io import delta
-from epm_spark.pipeline.block import block
-from epm_spark.pipeline.embed import embed
+from epm_spark.pipeline.catalog.block import block
+from epm_spark.pipeline.catalog.embed import embed
 
 NOUNS = [w for w in WORDS if w in "turntable speaker laptop camera lens mouse keyboard monitor tablet phone printer router".split()]
 BRANDS = WORDS[:11]

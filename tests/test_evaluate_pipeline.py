@@ -9,8 +9,8 @@ from encoder_tiny import save_tiny
 from epm_spark.config import load_settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import load_benchmark
-from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
-from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline, labelled, true_matches
+from epm_spark.pipeline.evaluate.blocking import evaluate_blocking
+from epm_spark.pipeline.evaluate.end_to_end import evaluate_pipeline, labelled, true_matches
 from tiny_student import tiny_student  # noqa: F401
 
 LEFT = ["sony turntable black", "bose speaker mini", "canon camera lens", "dell laptop 16gb", "apple phone 64gb"]

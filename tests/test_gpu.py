@@ -172,7 +172,7 @@ def test_student_weights_load_in_bf16_for_gpu_training_only(monkeypatch):
 
 def test_spark_task_runs_on_the_gpu_spark_scheduled_for_it(monkeypatch):
     pyspark = pytest.importorskip("pyspark")
-    from epm_spark.pipeline.embed import task_device
+    from epm_spark.pipeline.catalog.embed import task_device
 
     _fake_gpu(monkeypatch, present=True)
     gpus = SimpleNamespace(addresses=["3"])

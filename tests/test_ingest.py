@@ -8,7 +8,7 @@ import pytest
 
 from epm_spark.errors import InputError
 from epm_spark.io import delta
-from epm_spark.pipeline.ingest import ingest, parse_column_map
+from epm_spark.pipeline.catalog.ingest import ingest, parse_column_map
 
 MESSY = (
     'sku,name,price,brand,colour\n'

@@ -353,7 +353,7 @@ def test_spark_match_job_runs_the_cascade(spark, tmp_path, trained):
     from epm_spark.config import load_settings
     from epm_spark.io.delta import read_pandas, write_pandas
     from epm_spark.io.schemas import CANDIDATES
-    from epm_spark.pipeline.match import match
+    from epm_spark.pipeline.catalog.match import match
 
     settings, out, _ = trained
     wh = str(tmp_path / "warehouse")
@@ -385,7 +385,7 @@ def test_spark_match_job_ranks_each_listings_candidates_over_the_whole_run(spark
     from epm_spark.io.delta import read_pandas, write_pandas
     from epm_spark.io.schemas import CANDIDATES
     from epm_spark.models.matcher.cascade.cascade import uses_standing
-    from epm_spark.pipeline.match import match
+    from epm_spark.pipeline.catalog.match import match
 
     settings, trained_out, _ = trained
     # The fixture leaves standing out (and the tiny valid split has one candidate per

@@ -215,7 +215,7 @@ def test_teach_review_and_training_set_through_the_warehouse(frame, tmp_path, ca
     """The CLI verbs over real Delta tables: teach, export, import, then the SFT set."""
     from epm_spark.config import load_settings
     from epm_spark.io.delta import read_pandas
-    from epm_spark.pipeline.teach import load_sft_training_set
+    from epm_spark.pipeline.matcher.teach import load_sft_training_set
 
     warehouse = str(tmp_path / "wh")
     write_hard_warehouse(warehouse)
@@ -250,7 +250,7 @@ def test_teach_review_and_training_set_through_the_warehouse(frame, tmp_path, ca
 
 
 def test_split_names_resolve_per_benchmark():
-    from epm_spark.pipeline.teach import select_split
+    from epm_spark.pipeline.matcher.teach import select_split
 
     rows = pd.DataFrame({"benchmark": ["abt", "abt", "wdc", "wdc", "wdc"],
                          "split": ["train", "test", "train_medium", "train_small", "test_050un"]})

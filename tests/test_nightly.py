@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from epm_spark.io import delta
-from epm_spark.pipeline.generate import generate
-from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
+from epm_spark.pipeline.catalog.generate import generate
+from epm_spark.pipeline.catalog.nightly import Export, NightlyPlan, run_nightly
 from catalog_tiny import COMPETITOR_A_MAP, TINY, tiny_encoder
 from tiny_student import tiny_student  # noqa: F401
 
@@ -156,7 +156,7 @@ def test_a_night_that_names_vacuum_removes_old_killed_writes_last_and_keeps_ever
 def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
     import dataclasses
 
-    from epm_spark.pipeline.nightly import NightlyStepError
+    from epm_spark.pipeline.catalog.nightly import NightlyStepError
     from epm_spark.pipeline.runs import read_runs
 
     base, exports, model, _ = night

@@ -26,8 +26,8 @@ from tiny_student import tiny_student  # noqa: F401
 
 from epm_spark.config import load_settings
 from epm_spark.io import delta
-from epm_spark.pipeline.review_app import create_app, make_server
-from epm_spark.pipeline.review_app.store import ReviewStore
+from epm_spark.pipeline.matcher.review_app import create_app, make_server
+from epm_spark.pipeline.matcher.review_app.store import ReviewStore
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -43,9 +43,9 @@ WINDOW = (1280, 1000)
 @pytest.fixture(scope="module")
 def demo_night(spark, tmp_path_factory, tiny_student):
     from epm_spark.demo import EXPORT_CURRENCY, EXPORT_MAPS
-    from epm_spark.pipeline.teach import teach
-    from epm_spark.pipeline.generate import generate
-    from epm_spark.pipeline.nightly import Export, NightlyPlan, run_nightly
+    from epm_spark.pipeline.matcher.teach import teach
+    from epm_spark.pipeline.catalog.generate import generate
+    from epm_spark.pipeline.catalog.nightly import Export, NightlyPlan, run_nightly
 
     root = tmp_path_factory.mktemp("review-demo")
     settings = load_settings(overrides=["spark.ui_enabled=false", "block.k=3", "block.query_partitions=2",
@@ -262,9 +262,9 @@ def test_screenshots_of_the_three_views(night, browser):
 def test_the_next_night_follows_the_pages_verdicts(spark, demo_night, night):
     """A member split off and a price gap rejected on the page: the next night's match decides those pairs
     as the person did, dedup separates the member, price-match drops the pair."""
-    from epm_spark.pipeline.dedup import dedup
-    from epm_spark.pipeline.match import match
-    from epm_spark.pipeline.price_match import price_match
+    from epm_spark.pipeline.catalog.dedup import dedup
+    from epm_spark.pipeline.catalog.match import match
+    from epm_spark.pipeline.catalog.price_match import price_match
 
     _, model = demo_night
     alice = TestClientReviewer(create_app(night), "alice")

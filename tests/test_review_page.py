@@ -21,11 +21,11 @@ from epm_spark.cli import main
 from epm_spark.config import load_settings
 from epm_spark.errors import ConcurrentWriteError
 from epm_spark.io import delta
-from epm_spark.pipeline.match import reviewed_pairs
-from epm_spark.pipeline.review_app import create_app, make_server
-from epm_spark.pipeline.review_app.leases import LeaseBook, LeaseConflict
-from epm_spark.pipeline.review_app.queue import decision_threshold
-from epm_spark.pipeline.review_app.store import AlreadyDecided, PairRef, ReviewStore
+from epm_spark.pipeline.catalog.match import reviewed_pairs
+from epm_spark.pipeline.matcher.review_app import create_app, make_server
+from epm_spark.pipeline.matcher.review_app.leases import LeaseBook, LeaseConflict
+from epm_spark.pipeline.matcher.review_app.queue import decision_threshold
+from epm_spark.pipeline.matcher.review_app.store import AlreadyDecided, PairRef, ReviewStore
 
 QUEUE = [("l3", "r3", "disagrees"), ("l5", "r5", "disagrees"), ("l1", "l11", "uncertain"),
          ("l2", "l10", "uncertain"), ("l8", "r9", "uncertain"), ("l0", "r1", "uncertain"),
@@ -343,7 +343,7 @@ def test_a_verdict_gives_up_cleanly_when_others_keep_committing(night, monkeypat
         raise ConcurrentWriteError("table 'rationales': another job committed to the same rows")
 
     monkeypatch.setattr(delta, "write_pandas", always_late)
-    monkeypatch.setattr("epm_spark.pipeline.review_app.store.time.sleep", lambda s: None)
+    monkeypatch.setattr("epm_spark.pipeline.matcher.review_app.store.time.sleep", lambda s: None)
     with pytest.raises(ConcurrentWriteError, match="was not recorded"):
         store.record("alice", [ref], "no_match", None)
     assert version(night) == before
@@ -418,7 +418,7 @@ def test_hostile_titles_are_sent_as_text(tmp_path):
 def test_sft_trains_on_the_page_verdicts(night, monkeypatch):
     """`train-matcher --stage sft` builds its training set from rationales: the page's verdicts are in it."""
     from epm_spark.models.matcher.student import sft
-    from epm_spark.pipeline.train_matcher import train_matcher
+    from epm_spark.pipeline.matcher.train_matcher import train_matcher
 
     seen: list[pd.DataFrame] = []
 

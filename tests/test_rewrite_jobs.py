@@ -68,7 +68,7 @@ def test_teach_train_rewrite_and_evaluate(spark, base, warehouse, tmp_path, caps
     assert (~worse["emitted"]).all()
 
     # The job's retrieval judge (Spark, sharded index) agrees with the model layer's (one in-memory index).
-    from epm_spark.pipeline.train_rewriter import build_retrieval_judge
+    from epm_spark.pipeline.search.train_rewriter import build_retrieval_judge
 
     settings = load_settings(overrides=[a for a in base[2:] if a != "--set"], warehouse=warehouse)
     judge = build_retrieval_judge(settings)
@@ -113,9 +113,9 @@ def test_teach_train_rewrite_and_evaluate(spark, base, warehouse, tmp_path, caps
     from pyspark.sql import functions as F
 
     from epm_spark.models.rewriter.prompt import normalise_query
-    from epm_spark.pipeline.query_search import catalog_index, nearest_listings
-    from epm_spark.pipeline.rewrite import _listing_context
-    from epm_spark.pipeline.train_rewriter import build_listing_context
+    from epm_spark.pipeline.search.query_search import catalog_index, nearest_listings
+    from epm_spark.pipeline.search.rewrite import _listing_context
+    from epm_spark.pipeline.search.train_rewriter import build_listing_context
 
     asked = sorted({normalise_query(q, 10_000) for q in queries["query"]} | {"x005z", "x012z x013z", "nothing here"})
     originals = (spark.createDataFrame(pd.DataFrame({"query": asked})).withColumn("text", F.col("query"))

@@ -8,7 +8,7 @@ import pytest
 from epm_spark.errors import InputError
 from epm_spark.io.delta import write_pandas
 from epm_spark.io.schemas import MATCHES, PRODUCTS
-from epm_spark.pipeline.truth import score_matches, wrong_matches
+from epm_spark.pipeline.catalog.truth import score_matches, wrong_matches
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_wrong_matches_and_missing_runs(scored_night):
 def test_label_candidates_adds_blocking_pairs_once_in_their_family_split(tmp_path):
     from epm_spark.io.delta import read_pandas
     from epm_spark.io.schemas import CANDIDATES, LABELLED_PAIRS
-    from epm_spark.pipeline.truth import label_candidates
+    from epm_spark.pipeline.catalog.truth import label_candidates
 
     wh = str(tmp_path / "warehouse")
     truth = pd.DataFrame({"source": ["ours", "ours", "ours", "comp", "comp"],

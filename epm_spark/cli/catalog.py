@@ -37,7 +37,7 @@ def add_embed(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.embed import embed
+        from epm_spark.pipeline.catalog.embed import embed
 
         sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
         report = embed(spark_session(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
@@ -57,7 +57,7 @@ def add_block(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.block import block
+        from epm_spark.pipeline.catalog.block import block
 
         report = block(spark_session(settings), settings, left=args.left, right=args.right, k=args.k,
                        run_id=args.run_id or default_run_id())
@@ -79,7 +79,7 @@ def add_match(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.match import match
+        from epm_spark.pipeline.catalog.match import match
 
         report = match(spark_session(settings), settings, left=args.left, right=args.right,
                        run_id=args.run_id or default_run_id(), candidates_run_id=args.candidates_run_id,
@@ -98,7 +98,7 @@ def add_dedup(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.dedup import dedup
+        from epm_spark.pipeline.catalog.dedup import dedup
 
         report = dedup(spark_session(settings), settings, source=args.source, run_id=args.run_id or default_run_id(),
                        matches_run_id=args.matches_run_id)
@@ -117,7 +117,7 @@ def add_price_match(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.price_match import price_match
+        from epm_spark.pipeline.catalog.price_match import price_match
 
         competitors = [c.strip() for c in args.competitors.split(",") if c.strip()]
         report = price_match(spark_session(settings), settings, ours=args.ours, competitors=competitors,
@@ -137,7 +137,7 @@ def add_nightly(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.nightly import load_plan, run_nightly
+        from epm_spark.pipeline.catalog.nightly import load_plan, run_nightly
 
         plan = load_plan(args.plan)
         night = run_nightly(spark_session(settings), settings, plan, run_id=args.run_id or default_run_id(),

@@ -18,7 +18,7 @@ def add_teacher(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.teach import evaluate_teacher
+        from epm_spark.pipeline.matcher.teach import evaluate_teacher
 
         result = evaluate_teacher(settings, args.benchmark, split=args.split, kind=args.teacher, limit=args.limit)
         if args.json:
@@ -48,7 +48,7 @@ def add_matching(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.evaluate_matching import evaluate_matching
+        from epm_spark.pipeline.evaluate.matching import evaluate_matching
 
         report = evaluate_matching(settings, benchmark=args.benchmark, split=args.split, model=args.model,
                                    mode=args.mode, limit=args.limit, threshold=args.threshold,
@@ -113,7 +113,7 @@ def add_blocking(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.evaluate_blocking import evaluate_blocking
+        from epm_spark.pipeline.evaluate.blocking import evaluate_blocking
 
         result = evaluate_blocking(spark_session(settings), settings, benchmark=args.benchmark, ks=args.k or [10],
                                    split=args.split, model=args.model, keep=args.keep)
@@ -140,7 +140,7 @@ def add_pipeline(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.evaluate_pipeline import evaluate_pipeline
+        from epm_spark.pipeline.evaluate.end_to_end import evaluate_pipeline
 
         result = evaluate_pipeline(spark_session(settings), settings, benchmark=args.benchmark, split=args.split,
                                    k=args.k, encoder=args.encoder, matcher=args.model, explain=args.explain,
@@ -163,7 +163,7 @@ def add_ranking(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.evaluate_ranking import evaluate_ranking, format_ranking
+        from epm_spark.pipeline.evaluate.ranking import evaluate_ranking, format_ranking
 
         report = evaluate_ranking(settings, models=args.model, source=args.source or settings.search_log.source,
                                   split=args.split, events_run_id=args.events_run_id, encoder=args.encoder)
@@ -188,7 +188,7 @@ def add_rewriting(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.evaluate_rewriting import evaluate_rewriting, format_rewriting
+        from epm_spark.pipeline.evaluate.rewriting import evaluate_rewriting, format_rewriting
 
         report = evaluate_rewriting(settings, distill=args.distill, rl=args.rl, split=args.split, limit=args.limit,
                                     encoder=args.encoder)

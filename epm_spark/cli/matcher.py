@@ -17,7 +17,7 @@ def add_teach(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.teach import teach
+        from epm_spark.pipeline.matcher.teach import teach
 
         report = teach(settings, benchmark=args.benchmark, split=args.split, kind=args.teacher, limit=args.limit,
                        run_id=args.run_id or default_run_id())
@@ -46,10 +46,10 @@ def add_review(sub) -> None:
         common_options(q)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.review import export_review, import_review
+        from epm_spark.pipeline.matcher.review import export_review, import_review
 
         if args.action == "serve":
-            from epm_spark.pipeline.review_app import serve as serve_page
+            from epm_spark.pipeline.matcher.review_app import serve as serve_page
 
             serve_page(settings, host=args.host, port=args.port)
         elif args.action == "export":
@@ -78,7 +78,7 @@ def add_train_judge(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.teach import train_judge
+        from epm_spark.pipeline.matcher.teach import train_judge
 
         out = args.out or f"models/preference-judge/{args.run_id or default_run_id()}"
         report = train_judge(settings, out=out, benchmark=args.benchmark, split=args.split,
@@ -107,7 +107,7 @@ def add_train_matcher(sub) -> None:
     def run(args, settings: Settings) -> int:
         from dataclasses import asdict
 
-        from epm_spark.pipeline.train_matcher import train_matcher
+        from epm_spark.pipeline.matcher.train_matcher import train_matcher
 
         card, folder = train_matcher(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
                                      out=args.out, max_steps=args.max_steps, max_examples=args.max_examples)

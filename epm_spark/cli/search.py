@@ -24,7 +24,7 @@ def add_generate_search_log(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.search_log import generate_search_log
+        from epm_spark.pipeline.search.search_log import generate_search_log
 
         report = generate_search_log(settings, run_id=args.run_id or default_run_id(), benchmarks=args.benchmark,
                                      from_source=args.from_source, queries=args.queries, seed=args.seed)
@@ -45,7 +45,7 @@ def add_ingest_events(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.ingest_events import ingest_events
+        from epm_spark.pipeline.search.ingest_events import ingest_events
 
         report = ingest_events(spark_session(settings), settings, input_path=args.input, fmt=args.format,
                                source=args.source or settings.search_log.source,
@@ -74,7 +74,7 @@ def add_train_ranker(sub) -> None:
     def run(args, settings: Settings) -> int:
         from dataclasses import asdict
 
-        from epm_spark.pipeline.train_ranker import train_ranker
+        from epm_spark.pipeline.search.train_ranker import train_ranker
 
         tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
         card, folder = train_ranker(settings, tasks=tasks, chain=args.chain, source=args.source, out=args.out,
@@ -105,7 +105,7 @@ def add_rank(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.rank import rank
+        from epm_spark.pipeline.search.rank import rank
 
         report = rank(spark_session(settings), settings, queries_table=args.queries, k=args.k, model=args.model,
                       source=args.source or settings.search_log.source, split=args.split, encoder=args.encoder,
@@ -128,7 +128,7 @@ def add_teach_rewrites(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.train_rewriter import teach_rewrites
+        from epm_spark.pipeline.search.train_rewriter import teach_rewrites
 
         report = teach_rewrites(settings, run_id=args.run_id or default_run_id(), queries_table=args.queries,
                                 split=args.split, limit=args.limit, teacher=args.teacher)
@@ -156,7 +156,7 @@ def add_train_rewriter(sub) -> None:
     def run(args, settings: Settings) -> int:
         from dataclasses import asdict
 
-        from epm_spark.pipeline.train_rewriter import train_rewriter
+        from epm_spark.pipeline.search.train_rewriter import train_rewriter
 
         done = train_rewriter(settings, stage=args.stage, init=args.init, out=args.out, max_steps=args.max_steps,
                               max_examples=args.max_examples, examples_run_id=args.examples_run_id,
@@ -191,8 +191,8 @@ def add_rewrite(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.rewrite import rewrite
-        from epm_spark.pipeline.train_rewriter import latest_rewriter
+        from epm_spark.pipeline.search.rewrite import rewrite
+        from epm_spark.pipeline.search.train_rewriter import latest_rewriter
 
         model = args.model or latest_rewriter(settings.rewriter.models_dir, "rl") or \
             latest_rewriter(settings.rewriter.models_dir, "distill")

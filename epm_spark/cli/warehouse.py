@@ -18,7 +18,7 @@ def add_generate(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.generate import generate
+        from epm_spark.pipeline.catalog.generate import generate
 
         report = generate(settings, out=args.out, products=args.products, competitors=args.competitors,
                           seed=args.seed)
@@ -42,7 +42,7 @@ def add_ingest(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.ingest import ingest, parse_column_map
+        from epm_spark.pipeline.catalog.ingest import ingest, parse_column_map
 
         report = ingest(spark_session(settings), settings, input_path=args.input, source=args.source,
                         fmt=args.format, column_map=parse_column_map(args.map), currency=args.currency,
@@ -61,7 +61,7 @@ def add_load_benchmark(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.load_benchmark import load_benchmark_tables
+        from epm_spark.pipeline.catalog.load_benchmark import load_benchmark_tables
 
         report = load_benchmark_tables(None, settings, path=args.benchmark, name=args.name,
                                        run_id=args.run_id or default_run_id())

@@ -25,7 +25,7 @@ def evaluate_ranking(settings: Settings, *, models: list[str], source: str, spli
     from epm_spark.models.search.queries import query_split
     from epm_spark.models.search.ranker import MultiTaskRanker
     from epm_spark.models.text import listing_text
-    from epm_spark.pipeline.train_ranker import read_engagement, retrieval_similarity
+    from epm_spark.pipeline.search.train_ranker import read_engagement, retrieval_similarity
 
     start = time.monotonic()
     if split not in ("train", "valid", "test"):

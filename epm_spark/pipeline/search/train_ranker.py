@@ -44,7 +44,7 @@ def retrieval_similarity(settings: Settings, source: str, product_ids: set[str],
     """(queries, product ids) -> the cosine of the dual-encoder ``rank`` retrieves with (``encoder.backbone``,
     or ``encoder``) over these listings of ``source``; and that encoder's model version."""
     from epm_spark.models.search.evaluation import bi_encoder_similarity
-    from epm_spark.pipeline.embed import _encoder
+    from epm_spark.pipeline.catalog.embed import _encoder
 
     enc = settings.encoder
     bi = _encoder(encoder or enc.backbone, enc.device, enc)

@@ -39,7 +39,7 @@ from epm_spark.models.matcher.decision import MATCH, NO_MATCH, MatchDecision, pa
 from epm_spark.models.matcher.pairs import join_listings
 from epm_spark.models.matcher.supervision.review import apply_verdicts, rationale_rows
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, TeacherResult
-from epm_spark.pipeline.review_app import queue as q
+from epm_spark.pipeline.matcher.review_app import queue as q
 
 __all__ = ["PairRef", "ReviewStore", "VerdictRefused", "AlreadyDecided", "reviewer_run_id", "check_reviewer"]
 

@@ -60,8 +60,8 @@ def scratch_benchmark(settings: Settings, bench: Benchmark, left: pd.DataFrame, 
 def embed_and_block(spark, local: Settings, bench: Benchmark, *, k: int, model: str | None,
                     timings: dict[str, float]):
     """Run the real embed and block jobs on the scratch warehouse's two sources; their reports."""
-    from epm_spark.pipeline.block import block
-    from epm_spark.pipeline.embed import embed
+    from epm_spark.pipeline.catalog.block import block
+    from epm_spark.pipeline.catalog.embed import embed
 
     t = time.monotonic()
     sources = list(dict.fromkeys([bench.left_source, bench.right_source]))

@@ -27,7 +27,7 @@ from epm_spark.config import Settings
 from epm_spark.errors import InputError, worker_errors
 from epm_spark.io import delta
 from epm_spark.io.schemas import check_partition_value
-from epm_spark.pipeline.components import connected_components
+from epm_spark.pipeline.catalog.components import connected_components
 from epm_spark.progress import spark_progress
 
 if TYPE_CHECKING:

@@ -65,7 +65,7 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     """Run one training stage; returns the model folder's card and its path."""
     from dataclasses import replace
 
-    from epm_spark.pipeline.teach import labelled_pair_frame, load_sft_training_set
+    from epm_spark.pipeline.matcher.teach import labelled_pair_frame, load_sft_training_set
     from epm_spark.models.matcher.model_folder import next_version
 
     m = settings.matcher
@@ -124,7 +124,7 @@ def _train_cascade(settings: Settings, benchmarks: list[str] | None, valid: pd.D
                    max_steps: int | None):
     from epm_spark.io.delta import table_exists
     from epm_spark.models.matcher.cascade.train import train_cascade
-    from epm_spark.pipeline.teach import labelled_pair_frame, load_sft_training_set, teach
+    from epm_spark.pipeline.matcher.teach import labelled_pair_frame, load_sft_training_set, teach
     from epm_spark.models.matcher.supervision.rewards import build_rewards
 
     warehouse = settings.warehouse

@@ -7,6 +7,6 @@ run, and the largest undercuts of the last price-match run. Every verdict lands 
 follows.
 """
 
-from epm_spark.pipeline.review_app.app import create_app, make_server, serve
+from epm_spark.pipeline.matcher.review_app.app import create_app, make_server, serve
 
 __all__ = ["create_app", "make_server", "serve"]

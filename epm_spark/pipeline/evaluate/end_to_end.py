@@ -32,7 +32,7 @@ from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark
 from epm_spark.models.matcher.model_folder import is_model_folder, read_card
-from epm_spark.pipeline.evaluate_blocking import embed_and_block, pair_ids, scratch_benchmark
+from epm_spark.pipeline.evaluate.blocking import embed_and_block, pair_ids, scratch_benchmark
 
 __all__ = ["evaluate_pipeline", "labelled", "true_matches"]
 
@@ -72,7 +72,7 @@ def labelled(bench: Benchmark, pairs: set[tuple[str, str]]) -> set[tuple[str, st
 def evaluate_pipeline(spark, settings: Settings, *, benchmark: str, split: str = "test", k: int | None = None,
                       encoder: str | None = None, matcher: str | None = None, explain: str = "none",
                       queries: int | None = None, seed: int = 0, keep: str | None = None) -> dict[str, Any]:
-    from epm_spark.pipeline.match import match, resolve_matcher_model
+    from epm_spark.pipeline.catalog.match import match, resolve_matcher_model
 
     matcher = resolve_matcher_model(settings, matcher)
     bench = load_benchmark(benchmark)

@@ -4,7 +4,7 @@ index, and each text's nearest listings through it.
 Texts are embedded as queries by the dual-encoder that embedded the catalog (checked: a query
 vector from another model would search a space it does not live in), in pandas UDFs with the
 encoder loaded once per Python worker; the sharded index over ``embeddings`` is the blocker's
-(:func:`~epm_spark.pipeline.block.index_shards`, :func:`~epm_spark.pipeline.block.search_shards`).
+(:func:`~epm_spark.pipeline.catalog.block.index_shards`, :func:`~epm_spark.pipeline.catalog.block.search_shards`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def catalog_index(spark: SparkSession, settings: Settings, source: str, encoder:
     """(index shards, the catalog's encoder version, the query encoder) for searching ``source``;
     ``check(version)`` may refuse the catalog's encoder before the index is built."""
     from epm_spark.models.encoder.model import encoder_identity
-    from epm_spark.pipeline.block import checked_embeddings, index_shards
+    from epm_spark.pipeline.catalog.block import checked_embeddings, index_shards
 
     emb, version, _ = checked_embeddings(spark, settings, [source])
     encoder_model = encoder or settings.encoder.backbone
@@ -64,8 +64,8 @@ def nearest_listings(spark: SparkSession, settings: Settings, texts: DataFrame, 
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from epm_spark.pipeline.block import limit_threads, search_shards
-    from epm_spark.pipeline.embed import _encoder, task_device
+    from epm_spark.pipeline.catalog.block import limit_threads, search_shards
+    from epm_spark.pipeline.catalog.embed import _encoder, task_device
 
     enc = settings.encoder
 

@@ -46,7 +46,7 @@ def evaluate_matching(settings: Settings, *, benchmark: str, split: str = "test"
     bench = load_benchmark(benchmark, name=name)
     pairs = stratified_sample(benchmark_pairs(bench, split), limit, seed=0)
     if model and is_cascade(model):
-        from epm_spark.pipeline.evaluate_cascade import evaluate_cascade
+        from epm_spark.pipeline.evaluate.cascade import evaluate_cascade
 
         if threshold != "model":
             raise InputError("a cascade decides at the thresholds it tuned on valid; --threshold applies to a "

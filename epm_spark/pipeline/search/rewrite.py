@@ -3,7 +3,7 @@
 1. The distinct queries of a warehouse table (``query`` column; ``frequency`` when it has one)
    are embedded by the dual-encoder that embedded the catalog, and their ``k`` nearest listings
    come from the sharded index over ``embeddings`` (the blocker's
-   :func:`~epm_spark.pipeline.block.search_shards`); the titles of the nearest few are the
+   :func:`~epm_spark.pipeline.catalog.block.search_shards`); the titles of the nearest few are the
    ``catalog:`` line of the rewriter's prompt when it was trained with one.
 2. The trained rewriter rewrites them in pandas UDFs (the model loaded once per Python worker,
    on the task's GPU when Spark schedules one); drift and format are scored there too. Each
@@ -151,9 +151,9 @@ def rewrite(spark: SparkSession, settings: Settings, *, queries_table: str, mode
     from pyspark.storagelevel import StorageLevel
 
     from epm_spark.models.rewriter.model import card_prompt, read_rewriter_card
-    from epm_spark.pipeline.block import limit_threads
-    from epm_spark.pipeline.embed import task_device
-    from epm_spark.pipeline.query_search import catalog_index, nearest_listings, query_table
+    from epm_spark.pipeline.catalog.block import limit_threads
+    from epm_spark.pipeline.catalog.embed import task_device
+    from epm_spark.pipeline.search.query_search import catalog_index, nearest_listings, query_table
 
     start = time.monotonic()
     rw, wh = settings.rewriter, settings.warehouse

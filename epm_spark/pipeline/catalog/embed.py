@@ -142,7 +142,7 @@ def embed(spark: SparkSession, settings: Settings, *, sources: list[str], run_id
     embedded_at = pd.Timestamp.now(tz="UTC")
 
     def encode(batches):
-        from epm_spark.pipeline.block import limit_threads
+        from epm_spark.pipeline.catalog.block import limit_threads
 
         encoder = None
         for pdf in batches:

@@ -15,7 +15,7 @@ from epm_spark.io import delta
 from epm_spark.models.matcher.supervision.review import (
     ReviewImport, apply_verdicts, read_review_file, review_queue, write_review_file,
 )
-from epm_spark.pipeline.teach import read_rationales
+from epm_spark.pipeline.matcher.teach import read_rationales
 
 __all__ = ["export_review", "import_review"]
 

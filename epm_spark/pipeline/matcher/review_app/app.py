@@ -38,9 +38,9 @@ from epm_spark.config import Settings
 from epm_spark.errors import ConcurrentWriteError, EpmError, InputError, TableNotFoundError
 from epm_spark.io import delta
 from epm_spark.models.matcher.decision import ATTRIBUTES, MATCH, NO_MATCH
-from epm_spark.pipeline.review_app import queue as q
-from epm_spark.pipeline.review_app.leases import LeaseBook, LeaseConflict
-from epm_spark.pipeline.review_app.store import (AlreadyDecided, PairRef, ReviewStore, VerdictRefused,
+from epm_spark.pipeline.matcher.review_app import queue as q
+from epm_spark.pipeline.matcher.review_app.leases import LeaseBook, LeaseConflict
+from epm_spark.pipeline.matcher.review_app.store import (AlreadyDecided, PairRef, ReviewStore, VerdictRefused,
                                                  check_reviewer)
 
 __all__ = ["create_app", "make_server", "serve", "compare_listings"]

@@ -24,11 +24,11 @@ COMPARISONS = (("rl", "original"), ("rl", "distill"), ("distill", "original"), (
 
 
 def _teacher_system(settings: Settings):
-    from epm_spark.pipeline.train_rewriter import build_teacher
+    from epm_spark.pipeline.search.train_rewriter import build_teacher
 
     stored: dict[str, str] = {}
     if delta.table_exists(settings.warehouse, "rewrite_examples"):
-        from epm_spark.pipeline.train_rewriter import newest_examples
+        from epm_spark.pipeline.search.train_rewriter import newest_examples
 
         examples, _ = newest_examples(settings)
         stored = {q: r for q, r in zip(examples["query"], examples["rewrite"]) if isinstance(r, str)}
@@ -48,7 +48,7 @@ def evaluate_rewriting(settings: Settings, *, distill: str | None = None, rl: st
                        split: str = "test", limit: int | None = None, encoder: str | None = None) -> dict[str, Any]:
     from epm_spark.models.rewriter.evaluation import evaluate_rewriters
     from epm_spark.models.rewriter.model import Rewriter
-    from epm_spark.pipeline.train_rewriter import (
+    from epm_spark.pipeline.search.train_rewriter import (
         build_listing_context, build_retrieval_judge, latest_rewriter, read_judgments, read_queries,
     )
 

@@ -216,8 +216,8 @@ def match(spark: SparkSession, settings: Settings, *, left: str, right: str | No
     from pyspark.storagelevel import StorageLevel
 
     from epm_spark.models.matcher.cascade.cascade import uses_standing
-    from epm_spark.pipeline.block import limit_threads
-    from epm_spark.pipeline.embed import task_device
+    from epm_spark.pipeline.catalog.block import limit_threads
+    from epm_spark.pipeline.catalog.embed import task_device
 
     start = time.monotonic()
     cfg, wh, engine = settings.match, settings.warehouse, settings.delta.engine

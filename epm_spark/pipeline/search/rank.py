@@ -76,9 +76,9 @@ def rank(spark: SparkSession, settings: Settings, *, queries_table: str, k: int,
     from pyspark.storagelevel import StorageLevel
 
     from epm_spark.models.search.ranker import read_card
-    from epm_spark.pipeline.block import limit_threads
-    from epm_spark.pipeline.embed import task_device
-    from epm_spark.pipeline.query_search import catalog_index, nearest_listings, query_table
+    from epm_spark.pipeline.catalog.block import limit_threads
+    from epm_spark.pipeline.catalog.embed import task_device
+    from epm_spark.pipeline.search.query_search import catalog_index, nearest_listings, query_table
 
     start = time.monotonic()
     if k <= 0:

@@ -142,12 +142,12 @@ def vacuum(spark: SparkSession, settings: Settings, *, run_id: str) -> VacuumRep
 
 def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[str, Any]]]:
     """``(step name, job, job function, keyword arguments)`` in run order."""
-    from epm_spark.pipeline.block import block
-    from epm_spark.pipeline.dedup import dedup
-    from epm_spark.pipeline.embed import embed
-    from epm_spark.pipeline.ingest import ingest
-    from epm_spark.pipeline.match import match
-    from epm_spark.pipeline.price_match import price_match
+    from epm_spark.pipeline.catalog.block import block
+    from epm_spark.pipeline.catalog.dedup import dedup
+    from epm_spark.pipeline.catalog.embed import embed
+    from epm_spark.pipeline.catalog.ingest import ingest
+    from epm_spark.pipeline.catalog.match import match
+    from epm_spark.pipeline.catalog.price_match import price_match
 
     ours, competitors = plan.ours, plan.competitors
     pairs = [(ours, ours)] + [(ours, c) for c in competitors]

@@ -1,0 +1,1 @@
+"""The ``evaluate`` jobs: each measures one stage on labelled benchmark data, through the real jobs."""
