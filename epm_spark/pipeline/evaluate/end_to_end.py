@@ -14,9 +14,10 @@ pair completeness times the matcher's recall on the candidates. ``precision`` co
 accepted pair the benchmark never labelled as wrong. Where its labels are incomplete (WDC
 Computers' right table holds several offers of one product, the same offer on both sides
 among them, and labels one), that understates precision, so the report also gives the
-accepted pairs the benchmark has labelled either way and the precision among those. ``queries`` restricts the
-left side to a sample of the split's left listings, which keeps a CPU run short; the
-report says how many were used.
+accepted pairs the benchmark has labelled either way and the precision among those.
+
+``queries`` restricts the left side to a sample of the split's left listings, which keeps a
+CPU run short; the report says how many were used.
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""The matcher's training jobs: teacher rationales, human review (files and the review page), the cascade."""
+"""The matcher's training jobs: teacher rationales, human review (files and the review page), the
+cascade."""
