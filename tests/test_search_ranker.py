@@ -10,7 +10,8 @@ import torch
 from encoder_tiny import save_tiny
 from search_tiny import pairs_frame
 from epm_spark.errors import ConfigError, InputError
-from epm_spark.models.search.ranker import MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, read_card
+from epm_spark.models.search.losses import ListNetLoss, NormalisedBinomialLoss, base_entropy
+from epm_spark.models.search.ranker import MultiTaskRanker, read_card
 from epm_spark.models.search.settings import RankerSettings
 from epm_spark.models.search.train import COUNT_COLUMNS, aggregate_events, fit, training_pairs
 
@@ -24,7 +25,7 @@ def test_loss_is_the_normalised_binomial_likelihood():
     logits = {"click": torch.tensor([0.0, 1.0])}
     n = torch.tensor([10.0, 20.0])
     k = {"click": torch.tensor([2.0, 15.0])}
-    total, parts = multitask_loss(logits, n, k, weights={"click": 2.0}, entropies={"click": 0.5}, chain=False)
+    total, parts = NormalisedBinomialLoss({"click": 0.5}, {"click": 2.0})(logits, n, k)
     p = 1 / (1 + np.exp(-np.array([0.0, 1.0])))
     nll = -(np.array([2, 15]) * np.log(p) + np.array([8, 5]) * np.log(1 - p)).sum() / 30
     assert parts["click"] == pytest.approx(nll / 0.5, rel=1e-5)
@@ -32,18 +33,38 @@ def test_loss_is_the_normalised_binomial_likelihood():
     assert base_entropy(0.5) == pytest.approx(math.log(2))
 
 
+def test_chained_loss_reads_each_head_as_a_step_of_the_funnel():
+    # Under the chain p_cart = s(z_click) s(z_cart) and p_purchase = p_cart s(z_purchase).
+    z = {"click": np.array([0.5, -1.0]), "cart": np.array([-0.5, 1.0]), "purchase": np.array([0.0, -2.0])}
+    logits = {t: torch.tensor(v, dtype=torch.float32) for t, v in z.items()}
+    n = torch.tensor([10.0, 20.0])
+    k = {"click": torch.tensor([4.0, 5.0]), "cart": torch.tensor([1.0, 2.0]), "purchase": torch.tensor([1.0, 0.0])}
+    ones = {t: 1.0 for t in z}
+    _, parts = NormalisedBinomialLoss(ones, chain=True)(logits, n, k)
+    s = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    p_cart = s(z["click"]) * s(z["cart"])
+    p_purchase = p_cart * s(z["purchase"])
+    for task, p in (("cart", p_cart), ("purchase", p_purchase)):
+        events = k[task].numpy()
+        nll = -(events * np.log(p) + (n.numpy() - events) * np.log(1 - p)).sum() / 30
+        assert parts[task] == pytest.approx(nll, rel=1e-5)
+    _, independent = NormalisedBinomialLoss(ones)(logits, n, k)
+    assert independent["click"] == pytest.approx(parts["click"], rel=1e-6)
+    assert independent["cart"] != pytest.approx(parts["cart"], rel=1e-3)
+
+
 def test_listwise_loss_is_the_top_one_cross_entropy_per_query():
     # Two queries: (a, b) with click rates 0.3 and 0.1, (c) alone; the single listing adds nothing.
     logits = {"click": torch.tensor([2.0, 0.0, 1.0])}
     n, k = torch.tensor([10.0, 10.0, 10.0]), {"click": torch.tensor([3.0, 1.0, 5.0])}
     groups = torch.tensor([0, 0, 1])
-    total, parts = listwise_loss(logits, n, k, groups, weights={"click": 2.0}, chain=False)
+    total, parts = ListNetLoss({"click": 2.0})(logits, n, k, groups)
     lp = torch.nn.functional.logsigmoid(logits["click"][:2])
     expected = -(torch.tensor([0.75, 0.25]) * torch.log_softmax(lp, 0)).sum() / math.log(2)
     assert parts["click"] == pytest.approx(float(expected), rel=1e-5) and float(total) == pytest.approx(2 * parts["click"])
-    flipped, _ = listwise_loss({"click": torch.tensor([0.0, 2.0, 1.0])}, n, k, groups, weights={}, chain=False)
+    flipped, _ = ListNetLoss()({"click": torch.tensor([0.0, 2.0, 1.0])}, n, k, groups)
     assert float(flipped) > parts["click"], "ranking the rarer-clicked listing first must cost more"
-    none, none_parts = listwise_loss(logits, n, {"click": torch.zeros(3)}, groups, weights={}, chain=False)
+    none, none_parts = ListNetLoss()(logits, n, {"click": torch.zeros(3)}, groups)
     assert float(none) == 0.0 and none_parts == {}
 
 

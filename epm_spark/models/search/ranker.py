@@ -23,7 +23,7 @@ of the signal per impression. With ``chain`` the heads follow the funnel purchas
 click (ESMM, Ma et al. 2018): ``p_click = s(z_click)``, ``p_cart = p_click s(z_cart)``,
 ``p_purchase = p_cart s(z_purchase)``.
 
-Loss (see :func:`multitask_loss`): for pair ``i`` shown ``n_i`` times with ``k_ti`` events of
+Loss (:mod:`.losses`, :class:`~.losses.NormalisedBinomialLoss`): for pair ``i`` shown ``n_i`` times with ``k_ti`` events of
 task ``t``, the binomial negative log-likelihood per impression, divided by the entropy of
 the task's base rate so that a task with rare events is not drowned by a frequent one
 (normalised cross-entropy, He et al. 2014), then weighted and summed:
@@ -33,7 +33,7 @@ the task's base rate so that a task with rare events is not drowned by a frequen
     L   = sum_t w_t L_t / H_t
 
 With ``ranker.listwise_weight`` > 0 the batches hold whole queries and each task adds a listwise
-term (ListNet's top-one cross-entropy, Cao et al. 2007, https://doi.org/10.1145/1273496.1273513):
+term (:class:`~.losses.ListNetLoss`, ListNet's top-one cross-entropy, Cao et al. 2007):
 over the listings ``i`` of a query ``g`` with at least one event, the observed rates
 ``y_ti = (k_ti / n_i) / sum_{j in g} k_tj / n_j`` against the softmax of the head's log-probabilities,
 divided by ``log |g|`` (the loss of a uniform ranking) so that long and short lists weigh alike:
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -59,16 +58,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from epm_spark.errors import InputError
 from epm_spark.models.precision import bf16_autocast_faster, resolve_device
 from epm_spark.models.search.coverage import COVERAGE_FEATURES, query_coverage
+from epm_spark.models.search.losses import event_log_probabilities
 from epm_spark.models.search.settings import TASKS, RankerSettings
 from epm_spark.models.text import listing_text
 
-__all__ = ["MultiTaskRanker", "RankerCard", "multitask_loss", "listwise_loss", "base_entropy", "product_texts",
-           "read_card", "blend", "CARD_FILE", "variant_name"]
+__all__ = ["MultiTaskRanker", "RankerCard", "product_texts", "read_card", "blend", "CARD_FILE", "variant_name"]
 
 log = logging.getLogger(__name__)
 
@@ -137,65 +135,6 @@ def read_card(folder: str | os.PathLike[str]) -> RankerCard:
 def product_texts(products: pd.DataFrame, with_price: bool) -> list[str]:
     """Each listing as the ranker reads it (the project's one listing renderer)."""
     return [listing_text(r, with_price=with_price) for r in products.to_dict("records")]
-
-
-def base_entropy(rate: float) -> float:
-    """Entropy (nats) of a Bernoulli with ``rate``: the loss of always predicting the base rate."""
-    q = min(max(rate, 1e-7), 1 - 1e-7)
-    return -(q * math.log(q) + (1 - q) * math.log(1 - q))
-
-
-def multitask_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor, counts: Mapping[str, torch.Tensor],
-                   *, weights: Mapping[str, float], entropies: Mapping[str, float], chain: bool
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``L = sum_t w_t L_t / H_t`` (module docstring); returns the total and each normalised ``L_t / H_t``."""
-    n = impressions.float()
-    total_n = n.sum().clamp(min=1.0)
-    log_p = _log_probabilities(logits, chain)
-    total = torch.zeros((), device=n.device)
-    parts: dict[str, float] = {}
-    for task, lp in log_p.items():
-        k = counts[task].float()
-        log_not = torch.log1p(-lp.exp().clamp(max=1 - 1e-6)) if chain else F.logsigmoid(-logits[task].float())
-        nll = -(k * lp + (n - k) * log_not).sum() / total_n
-        normalised = nll / entropies[task]
-        parts[task] = float(normalised.detach())
-        total = total + weights.get(task, 1.0) * normalised
-    return total, parts
-
-
-def listwise_loss(logits: Mapping[str, torch.Tensor], impressions: torch.Tensor, counts: Mapping[str, torch.Tensor],
-                  groups: torch.Tensor, *, weights: Mapping[str, float], chain: bool
-                  ) -> tuple[torch.Tensor, dict[str, float]]:
-    """``sum_t w_t LL_t`` (module docstring) over the query groups of a batch (``groups``: one query index per row);
-    returns the total and each ``LL_t``. Groups of one listing or without an event of ``t`` add nothing."""
-    n = impressions.float().clamp(min=1.0)
-    log_p = _log_probabilities(logits, chain)
-    total = torch.zeros((), device=n.device)
-    parts: dict[str, float] = {}
-    members = [groups == g for g in torch.unique(groups)]
-    for task, lp in log_p.items():
-        rate = counts[task].float() / n
-        terms = []
-        for m in members:
-            size = int(m.sum())
-            y = rate[m]
-            if size < 2 or float(y.sum()) <= 0:
-                continue
-            terms.append(-(y / y.sum() * torch.log_softmax(lp[m], dim=0)).sum() / math.log(size))
-        if terms:
-            value = torch.stack(terms).mean()
-            parts[task] = float(value.detach())
-            total = total + weights.get(task, 1.0) * value
-    return total, parts
-
-
-def _log_probabilities(logits: Mapping[str, torch.Tensor], chain: bool) -> dict[str, torch.Tensor]:
-    out = {t: F.logsigmoid(z.float()) for t, z in logits.items()}
-    if chain:
-        out["cart"] = out["click"] + out["cart"]
-        out["purchase"] = out["cart"] + out["purchase"]
-    return out
 
 
 class MultiTaskRanker(torch.nn.Module):
@@ -338,7 +277,7 @@ class MultiTaskRanker(torch.nn.Module):
         return logits
 
     def probabilities(self, logits: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {t: lp.exp() for t, lp in _log_probabilities(logits, self.card.chain).items()}
+        return {t: lp.exp() for t, lp in event_log_probabilities(logits, self.card.chain).items()}
 
     @torch.inference_mode()
     def score(self, queries: Sequence[str], texts: Sequence[str], similarity: Sequence[float] | None = None, *,

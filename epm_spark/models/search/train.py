@@ -20,10 +20,9 @@ import torch
 
 from epm_spark.errors import InputError
 from epm_spark.models.precision import bf16_autocast_faster
+from epm_spark.models.search.losses import ListNetLoss, NormalisedBinomialLoss, base_entropy
 from epm_spark.models.search.queries import query_split
-from epm_spark.models.search.ranker import (
-    MultiTaskRanker, base_entropy, listwise_loss, multitask_loss, product_texts,
-)
+from epm_spark.models.search.ranker import MultiTaskRanker, product_texts
 from epm_spark.models.search.settings import RankerSettings
 from epm_spark.progress import progress
 
@@ -172,7 +171,9 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     for t, r in rates.items():
         if r <= 0:
             raise InputError(f"the training pairs hold no {t} events; the {t} head cannot learn")
-    entropies = {t: base_entropy(r) for t, r in rates.items()}
+    pointwise = NormalisedBinomialLoss({t: base_entropy(r) for t, r in rates.items()}, settings.task_weights,
+                                       chain=model.card.chain)
+    listwise = ListNetLoss(settings.task_weights, chain=model.card.chain) if settings.listwise_weight > 0 else None
     model.card.base_rates = {t: round(r, 6) for t, r in rates.items()}
     lexical = model.lexical_features(pairs["query"].tolist(), pairs["text"].tolist())
     start_heads = _start_heads(model, pairs, lexical)
@@ -202,10 +203,9 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     history: list[dict[str, float]] = []
     window: list[dict[str, float]] = []
     start = time.monotonic()
-    listwise = settings.listwise_weight > 0
-    batches = (_query_batches(pairs, settings.batch_size, rng) if listwise
+    batches = (_query_batches(pairs, settings.batch_size, rng) if listwise is not None
                else _pair_batches(len(pairs), settings.batch_size, rng))
-    query_index = pd.factorize(pairs["query"])[0] if listwise else None
+    query_index = pd.factorize(pairs["query"])[0] if listwise is not None else None
     bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
     for step in bar:
         idx = next(batches)
@@ -217,12 +217,10 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             logits = model(**batch)
         batch_counts = {t: c[idx].to(device) for t, c in counts.items()}
-        loss, parts = multitask_loss(logits, n[idx].to(device), batch_counts,
-                                     weights=settings.task_weights, entropies=entropies, chain=model.card.chain)
-        if listwise:
-            lw, lw_parts = listwise_loss(logits, n[idx].to(device), batch_counts,
-                                         torch.as_tensor(query_index[idx], device=device),
-                                         weights=settings.task_weights, chain=model.card.chain)
+        loss, parts = pointwise(logits, n[idx].to(device), batch_counts)
+        if listwise is not None:
+            lw, lw_parts = listwise(logits, n[idx].to(device), batch_counts,
+                                    torch.as_tensor(query_index[idx], device=device))
             loss = loss + settings.listwise_weight * lw
             parts.update({f"list_{t}": v for t, v in lw_parts.items()})
         optimizer.zero_grad(set_to_none=True)
