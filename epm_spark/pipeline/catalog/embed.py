@@ -26,7 +26,7 @@ from epm_spark.io.schemas import check_partition_value
 from epm_spark.progress import spark_progress
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 __all__ = ["EmbedReport", "embed", "task_device", "content_hash"]
 

@@ -17,8 +17,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from epm_spark.config import Settings
 from epm_spark.errors import ConfigError, InputError, worker_errors
 from epm_spark.io import delta

@@ -27,8 +27,6 @@ import logging
 import time
 from typing import Any
 
-import pandas as pd
-
 from epm_spark.config import Settings
 from epm_spark.io import delta
 from epm_spark.io.benchmarks import Benchmark, load_benchmark

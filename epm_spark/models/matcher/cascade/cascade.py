@@ -209,7 +209,6 @@ class Cascade:
             by_teacher, teacher_threshold = (p_teacher < sure) | (p_teacher > 1 - sure), 0.5
         else:
             by_teacher, teacher_threshold = np.ones(n, dtype=bool), self.threshold(benchmark, "teacher")
-        t2 = time.perf_counter()
         out = pd.DataFrame({"probability": p_teacher,
                             "label": np.where(p_teacher >= teacher_threshold, MATCH, NO_MATCH),
                             "decided_by": "teacher", "p_teacher": p_teacher, CE_FEATURE: ce,
