@@ -38,10 +38,15 @@ __all__ = ["evaluate_pipeline", "labelled", "true_matches"]
 log = logging.getLogger(__name__)
 
 
+def _clustered(bench: Benchmark) -> bool:
+    """A pairs-layout benchmark whose offers carry product clusters: the clusters are its truth."""
+    return bench.layout == "pairs" and bench.pairs["left_cluster_id"].notna().any()
+
+
 def true_matches(bench: Benchmark, left_ids: set[str], right_ids: set[str]) -> set[tuple[str, str]]:
     """Every (left_id, right_id) among these listings that the benchmark says is the same product."""
     pairs = bench.pairs
-    if bench.layout == "pairs" and pairs["left_cluster_id"].notna().any():
+    if _clustered(bench):
         left_cluster = dict(zip(pairs["left_id"], pairs["left_cluster_id"]))
         right_cluster = dict(zip(pairs["right_id"], pairs["right_cluster_id"]))
         by_cluster: dict[Any, list[str]] = {}
@@ -58,7 +63,7 @@ def labelled(bench: Benchmark, pairs: set[tuple[str, str]]) -> set[tuple[str, st
     """The pairs the benchmark has a verdict on, match or not: labelled in any split, or (pairs
     layout) both offers in a product cluster, which decides every pair among them."""
     rows = bench.pairs
-    if bench.layout == "pairs" and rows["left_cluster_id"].notna().any():
+    if _clustered(bench):
         clustered = set(rows.loc[rows["left_cluster_id"].notna(), "left_id"]) | \
             set(rows.loc[rows["right_cluster_id"].notna(), "right_id"])
         return {(a, b) for a, b in pairs if a in clustered and b in clustered}
