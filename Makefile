@@ -7,7 +7,7 @@ PIP    := $(BIN)/python -m pip
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast clean
+.PHONY: venv demo test test-fast screenshots clean
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not real_model"
+
+# The review page's screenshots in docs/, from the browser tests (needs Debian's chromium and chromium-driver).
+screenshots: $(STAMP)
+	EPM_SCREENSHOTS=docs $(BIN)/python -m pytest -q tests/test_review_browser.py -k screenshots
 
 clean:
 	rm -rf $(VENV) warehouse .cache .pytest_cache

@@ -4,7 +4,9 @@ The warehouse is what `make demo` makes, at a small size: the demo's generator (
 competitor, the demo's export maps), the nightly job's steps through `run_nightly`, and the offline
 teacher on the synthetic benchmark's train split. The models are the tests' tiny random encoder and
 student, not the trained cascade (training is minutes), so the matcher's decisions here are poor:
-which gives the page plenty to catch. The screenshots in docs/ are taken from it.
+which gives the page plenty to catch. The screenshots in docs/ are taken from it: `make screenshots`
+(EPM_SCREENSHOTS=docs) writes them there; a plain test run keeps them in its temporary folder, so
+running the suite leaves the working tree as it was.
 
 Chromium and its driver come from Debian (`apt-get install chromium chromium-driver`; `.ci/run`
 installs them); nothing is downloaded at run time. Without them the browser tests are skipped.
@@ -13,6 +15,7 @@ installs them); nothing is downloaded at run time. Without them the browser test
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import struct
 import threading
@@ -242,8 +245,10 @@ def test_a_script_title_does_not_execute(night, browser):
 
 
 @browser_tests
-def test_screenshots_of_the_three_views(night, browser):
-    """docs/review-queue.png, review-clusters.png and review-prices.png, taken on the demo-like night."""
+def test_screenshots_of_the_three_views(night, browser, tmp_path):
+    """review-queue.png, review-clusters.png and review-prices.png, taken on the demo-like night; into docs/
+    only under EPM_SCREENSHOTS=docs (`make screenshots`)."""
+    folder = REPO / "docs" if os.environ.get("EPM_SCREENSHOTS") == "docs" else tmp_path
     # The window's size includes what headless Chromium keeps for its own frame; fix the page's instead.
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
         "width": WINDOW[0], "height": WINDOW[1], "deviceScaleFactor": 1, "mobile": False})
@@ -256,7 +261,7 @@ def test_screenshots_of_the_three_views(night, browser):
             assert png[:8] == b"\x89PNG\r\n\x1a\n"
             width, height = struct.unpack(">II", png[16:24])
             assert (width, height) == WINDOW and len(png) > 20_000, (name, width, height, len(png))
-            (REPO / "docs" / name).write_bytes(png)
+            (folder / name).write_bytes(png)
 
 
 def test_the_next_night_follows_the_pages_verdicts(spark, demo_night, night):
