@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from epm_spark.errors import ConfigError, InputError
+from epm_spark.io.prices import Price
 from epm_spark.models.search.clicks import ClickModelSettings, simulate_sessions
 
 RELATIONS = ["exact", "substitute", "complement", "irrelevant"]
@@ -57,6 +58,25 @@ def test_cheaper_listings_sell_more():
     carted = events[events["added_to_cart"]]
     rate = carted.groupby("product_id")["purchased"].mean()
     assert rate["cheap"] > 1.5 * rate["dear"]
+
+
+def test_prices_are_weighed_within_their_currency():
+    # Two pounds-sterling offers and one in dong: the dong offer's raw amount is not "dearer",
+    # and alone in its currency it has no price effect; the two GBP offers compare with each other.
+    queries = pd.DataFrame({"query": ["q"], "frequency": [60000]})
+    judgments = pd.DataFrame({"query": "q", "product_id": ["gbp-cheap", "gbp-dear", "vnd"], "relation": "exact"})
+    prices = {"gbp-cheap": Price(400.0, "GBP"), "gbp-dear": Price(600.0, "GBP"), "vnd": Price(12e6, "VND")}
+    settings = ClickModelSettings(seed=4, price_elasticity=1.0)
+    events = simulate_sessions(queries, judgments, prices, settings)
+    rate = events[events["added_to_cart"]].groupby("product_id")["purchased"].mean()
+    b = settings.purchase["exact"]
+    assert rate["vnd"] == pytest.approx(b, abs=0.02)  # phi = 1
+    assert rate["gbp-cheap"] == pytest.approx(min(1.0, b * 500 / 400), abs=0.02)
+    assert rate["gbp-dear"] == pytest.approx(b * 500 / 600, abs=0.02)
+    # bare amounts count as one currency of their own, so they do not meet the GBP offers either
+    bare = simulate_sessions(queries, judgments, {**prices, "vnd": 5.0}, settings)
+    rate = bare[bare["added_to_cart"]].groupby("product_id")["purchased"].mean()
+    assert rate["vnd"] == pytest.approx(b, abs=0.02)
 
 
 def test_bad_parameters_and_inputs_are_refused():

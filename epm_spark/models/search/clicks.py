@@ -5,14 +5,17 @@ query's judged listings (:mod:`~epm_spark.models.search.queries`) in a random or
 the logging policy of a randomised result slice: no listing's place depends on its
 relevance, so position bias does not leak into what the logs say about relevance.
 At position ``p`` (1-based) a listing of relation ``g`` (exact, substitute, complement,
-irrelevant) with price ``x`` on a page whose judged listings have median price ``m``:
+irrelevant) with price ``x``, whose page's judged listings in the same currency have median
+price ``m``:
 
     P(examine)                 = p ** -eta
     P(click | examine)         = c_g
     P(cart | click)            = a_g
     P(purchase | cart)         = min(1, b_g * phi),   phi = clip((x / m) ** -beta, 1/phi_max, phi_max)
 
-(``phi = 1`` when the listing or the page has no price). Flags obey purchase implies cart
+(``phi = 1`` when the listing has no price, or no other judged listing of its page is priced
+in its currency: the benchmark catalogs mix shops of many countries, and 12,000,000 VND is not
+dearer than 500 GBP. Prices without a currency count as one currency.) Flags obey purchase implies cart
 implies click implies impression. The position model is the examination hypothesis of
 Richardson et al. (2007) / Craswell et al. (2008); the cart and purchase steps are the
 click -> cart -> purchase funnel of e-commerce logs. Defaults give a click-through rate of
@@ -28,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import ConfigError, InputError
+from epm_spark.io.prices import Price
 from epm_spark.models.search.queries import GRADES
 
 __all__ = ["ClickModelSettings", "simulate_sessions", "EVENT_COLUMNS"]
@@ -80,23 +84,36 @@ class ClickModelSettings:
             raise ConfigError(f"start {self.start!r} is not a date") from None
 
 
-def _price_factor(prices: np.ndarray, settings: ClickModelSettings) -> np.ndarray:
-    """phi per listing of one query's page; 1 where a price is missing."""
+def _price_factor(prices: np.ndarray, currencies: np.ndarray, settings: ClickModelSettings) -> np.ndarray:
+    """phi per listing of one query's page, each price against the median of its currency's."""
     known = np.isfinite(prices) & (prices > 0)
     phi = np.ones(len(prices))
-    if known.sum() >= 2 and settings.price_elasticity > 0:
-        median = float(np.median(prices[known]))
-        phi[known] = np.clip((prices[known] / median) ** -settings.price_elasticity,
-                             1.0 / settings.price_factor_max, settings.price_factor_max)
+    if settings.price_elasticity == 0:
+        return phi
+    for currency in set(currencies[known]):
+        same = known & (currencies == currency)
+        if same.sum() >= 2:
+            median = float(np.median(prices[same]))
+            phi[same] = np.clip((prices[same] / median) ** -settings.price_elasticity,
+                                1.0 / settings.price_factor_max, settings.price_factor_max)
     return phi
 
 
-def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: dict[str, float],
+def _amount_and_currency(price: Price | float | None) -> tuple[float, str]:
+    if price is None:
+        return np.nan, ""
+    if isinstance(price, Price):
+        return float(price.amount), price.currency or ""
+    return float(price), ""
+
+
+def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: dict[str, Price | float],
                       settings: ClickModelSettings | None = None) -> pd.DataFrame:
     """``EVENT_COLUMNS`` rows: one per impression of ``frequency`` sessions per query.
 
     ``queries`` needs ``query`` and ``frequency``; ``judgments`` ``query``, ``product_id`` and
-    ``relation``; ``prices`` maps product ids to prices (missing: no price effect).
+    ``relation``; ``prices`` maps product ids to a :class:`~epm_spark.io.prices.Price` or a bare
+amount (currency unknown); a listing missing from it has no price effect.
     """
     settings = settings or ClickModelSettings()
     for frame, cols, name in ((queries, ("query", "frequency"), "queries"),
@@ -124,8 +141,8 @@ def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: di
             continue
         ids = pool["product_id"].to_numpy(dtype=object)
         rel = pool["relation"].map(rel_index).to_numpy()
-        phi = _price_factor(np.array([prices.get(p, np.nan) if prices.get(p) is not None else np.nan
-                                      for p in ids], dtype=float), settings)
+        amounts, currencies = zip(*(_amount_and_currency(prices.get(p)) for p in ids))
+        phi = _price_factor(np.array(amounts, dtype=float), np.array(currencies, dtype=object), settings)
         n = len(ids)
         slots = min(settings.slots, n)
         # Each session: a random order of the pool, its first `slots` shown.

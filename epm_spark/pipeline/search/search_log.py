@@ -22,6 +22,7 @@ import pandas as pd
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
 from epm_spark.io import delta
+from epm_spark.io.prices import Price
 from epm_spark.io.schemas import check_partition_value
 
 __all__ = ["SearchLogReport", "generate_search_log"]
@@ -91,7 +92,10 @@ def generate_search_log(settings: Settings, *, run_id: str, benchmarks: list[str
         check_partition_value("source", source)
         catalog = catalog_from_benchmarks(folders, source=source)
     query_set = make_queries(catalog, qsettings)
-    prices = dict(zip(catalog.products["product_id"], catalog.products["price"]))
+    prices = {pid: Price(amount, currency if isinstance(currency, str) else None)
+              for pid, amount, currency in zip(catalog.products["product_id"], catalog.products["price"],
+                                               catalog.products["currency"])
+              if amount is not None and not pd.isna(amount)}
     events = simulate_sessions(query_set.queries, query_set.judgments, prices, cfg.clicks)
 
     if not from_source:
