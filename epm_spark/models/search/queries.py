@@ -272,16 +272,18 @@ def _relation(ix: _Index, src: int, other: int) -> str | None:
 
 def _judge(ix: _Index, src: int, settings: QuerySettings, rng: np.random.Generator,
            members: list[int]) -> list[tuple[int, str]]:
+    # Sorted walks and an explicit tie order: sets of strings iterate in the order of the
+    # process's hash seed, and the same seed must write the same log in every process.
     scores: Counter[int] = Counter()
     cap = max(200, len(ix.ids) // 20)
-    for t in ix.tokens[src]:
+    for t in sorted(ix.tokens[src]):
         posting = ix.postings.get(t, ())
         if len(posting) > cap:  # a word most listings share says nothing
             continue
         w = ix.weights.get(t.split(":", 1)[1], ix.weights.default)
         for j in posting:
             scores[j] += w
-    for j in ix.lookalikes.get(src, ()):
+    for j in sorted(ix.lookalikes.get(src, ())):
         scores[j] += 1.0
     judged: dict[int, str] = {}
     exact = [src] + [m for m in members if m != src][: max(0, settings.max_exact - 1)]
@@ -289,7 +291,7 @@ def _judge(ix: _Index, src: int, settings: QuerySettings, rng: np.random.Generat
         judged[m] = "exact"
     by_relation: dict[str, list[int]] = defaultdict(list)
     unrelated: list[int] = []
-    for j, _ in scores.most_common(300):
+    for j, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:300]:
         if j in judged:
             continue
         rel = _relation(ix, src, j)
