@@ -608,14 +608,24 @@ def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None)
     return expect
 
 
-def _already_committed(uri: str, spec: TableSpec, mode: str, run_id: str | None, job: str | None) -> bool:
+def _skip_committed_run(warehouse: str, uri: str, spec: TableSpec, mode: str, run_id: str | None,
+                        job: str | None) -> CommitInfo | None:
+    """The no-op result when this run's append already committed (a re-run after a crash)."""
     if mode != "append" or not run_id:
-        return False
+        return None
     from deltalake import DeltaTable
 
-    if not DeltaTable.is_deltatable(uri):
-        return False
-    return DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is not None
+    if not DeltaTable.is_deltatable(uri) or DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is None:
+        return None
+    log.info("%s: run %s of %s is already committed; skipping the append", spec.name, run_id, job)
+    return CommitInfo(spec.name, table_version(warehouse, spec.name), 0, 0, mode, skipped=True)
+
+
+def _abandon(table: str, uri: str, write_id: str) -> None:
+    """Undo a write that failed before its commit: its staged files go, the table is as it was."""
+    removed = _delete_staged(uri, write_id)
+    log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
+    _remove_if_empty(uri)
 
 
 def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
@@ -625,9 +635,9 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
     spec = table_spec(table)
     expect = _validate_mode(spec, mode, partition)
     uri = table_uri(warehouse, table)
-    if _already_committed(uri, spec, mode, run_id, job):
-        log.info("%s: run %s of %s is already committed; skipping the append", table, run_id, job)
-        return CommitInfo(table, table_version(warehouse, table), 0, 0, mode, skipped=True)
+    skipped = _skip_committed_run(warehouse, uri, spec, mode, run_id, job)
+    if skipped:
+        return skipped
     spark = df.sparkSession
     if uses_native_delta(spark, engine):
         return _write_native(df, uri, spec, mode, expect, run_id, job)
@@ -666,9 +676,7 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
             raise WarehouseWriteError(failed[0])
         version = _commit_clearly(uri, spec, staged, mode, expect, run_id, job)
     except BaseException:
-        removed = _delete_staged(uri, write_id)
-        log.warning("%s: write failed before its commit; removed %d staged files, table unchanged", table, removed)
-        _remove_if_empty(uri)
+        _abandon(table, uri, write_id)
         raise
     return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
@@ -711,9 +719,9 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
     spec = table_spec(table)
     expect = _validate_mode(spec, mode, partition)
     uri = table_uri(warehouse, table)
-    if _already_committed(uri, spec, mode, run_id, job):
-        log.info("%s: run %s of %s is already committed; skipping the append", table, run_id, job)
-        return CommitInfo(table, table_version(warehouse, table), 0, 0, mode, skipped=True)
+    skipped = _skip_committed_run(warehouse, uri, spec, mode, run_id, job)
+    if skipped:
+        return skipped
     if isinstance(data, pd.DataFrame):
         missing = [c for c in spec.columns if c not in data.columns]
         if missing:
@@ -733,8 +741,7 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
         staged = writer.close()
         version = _commit_clearly(uri, spec, staged, mode, expect, run_id, job, based_on)
     except BaseException:
-        _delete_staged(uri, write_id)
-        _remove_if_empty(uri)
+        _abandon(table, uri, write_id)
         raise
     return _committed(CommitInfo(table, version, sum(s["rows"] for s in staged), len(staged), mode))
 
