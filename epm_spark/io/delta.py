@@ -615,7 +615,9 @@ def _skip_committed_run(warehouse: str, uri: str, spec: TableSpec, mode: str, ru
         return None
     from deltalake import DeltaTable
 
-    if not DeltaTable.is_deltatable(uri) or DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is None:
+    if not DeltaTable.is_deltatable(uri):
+        return None
+    if DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is None:
         return None
     log.info("%s: run %s of %s is already committed; skipping the append", spec.name, run_id, job)
     return CommitInfo(spec.name, table_version(warehouse, spec.name), 0, 0, mode, skipped=True)

@@ -15,8 +15,8 @@ price ``m``:
 
 (``phi = 1`` when the listing has no price, or no other judged listing of its page is priced
 in its currency: the benchmark catalogs mix shops of many countries, and 12,000,000 VND is not
-dearer than 500 GBP. Prices without a currency count as one currency.) Flags obey purchase implies cart
-implies click implies impression. The position model is the examination hypothesis of
+dearer than 500 GBP. Prices without a currency count as one currency.) Flags obey purchase
+implies cart implies click implies impression. The position model is the examination hypothesis of
 Richardson et al. (2007) / Craswell et al. (2008); the cart and purchase steps are the
 click -> cart -> purchase funnel of e-commerce logs. Defaults give a click-through rate of
 a few percent and purchases on well under 1% of impressions (``docs/ranker.md`` has the
@@ -113,7 +113,7 @@ def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: di
 
     ``queries`` needs ``query`` and ``frequency``; ``judgments`` ``query``, ``product_id`` and
     ``relation``; ``prices`` maps product ids to a :class:`~epm_spark.io.prices.Price` or a bare
-amount (currency unknown); a listing missing from it has no price effect.
+    amount (currency unknown); a listing missing from it has no price effect.
     """
     settings = settings or ClickModelSettings()
     for frame, cols, name in ((queries, ("query", "frequency"), "queries"),
