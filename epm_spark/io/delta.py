@@ -608,7 +608,7 @@ def _validate_mode(spec: TableSpec, mode: str, partition: dict[str, Any] | None)
     return expect
 
 
-def _skip_committed_run(warehouse: str, uri: str, spec: TableSpec, mode: str, run_id: str | None,
+def _skip_committed_run(uri: str, spec: TableSpec, mode: str, run_id: str | None,
                         job: str | None) -> CommitInfo | None:
     """The no-op result when this run's append already committed (a re-run after a crash)."""
     if mode != "append" or not run_id:
@@ -617,10 +617,11 @@ def _skip_committed_run(warehouse: str, uri: str, spec: TableSpec, mode: str, ru
 
     if not DeltaTable.is_deltatable(uri):
         return None
-    if DeltaTable(uri).transaction_version(_app_id(spec.name, job, run_id)) is None:
+    table = DeltaTable(uri)
+    if table.transaction_version(_app_id(spec.name, job, run_id)) is None:
         return None
     log.info("%s: run %s of %s is already committed; skipping the append", spec.name, run_id, job)
-    return CommitInfo(spec.name, table_version(warehouse, spec.name), 0, 0, mode, skipped=True)
+    return CommitInfo(spec.name, table.version(), 0, 0, mode, skipped=True)
 
 
 def _abandon(table: str, uri: str, write_id: str) -> None:
@@ -637,7 +638,7 @@ def write(df: DataFrame, warehouse: str, table: str, mode: WriteMode, *,
     spec = table_spec(table)
     expect = _validate_mode(spec, mode, partition)
     uri = table_uri(warehouse, table)
-    skipped = _skip_committed_run(warehouse, uri, spec, mode, run_id, job)
+    skipped = _skip_committed_run(uri, spec, mode, run_id, job)
     if skipped:
         return skipped
     spark = df.sparkSession
@@ -721,7 +722,7 @@ def write_pandas(warehouse: str, table: str, data: pd.DataFrame | pa.Table, mode
     spec = table_spec(table)
     expect = _validate_mode(spec, mode, partition)
     uri = table_uri(warehouse, table)
-    skipped = _skip_committed_run(warehouse, uri, spec, mode, run_id, job)
+    skipped = _skip_committed_run(uri, spec, mode, run_id, job)
     if skipped:
         return skipped
     if isinstance(data, pd.DataFrame):
