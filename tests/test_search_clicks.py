@@ -53,7 +53,7 @@ def test_funnel_holds_and_purchases_are_sparse():
 def test_cheaper_listings_sell_more():
     queries = pd.DataFrame({"query": ["q"], "frequency": [40000]})
     judgments = pd.DataFrame({"query": "q", "product_id": ["cheap", "dear"], "relation": "exact"})
-    events = simulate_sessions(queries, judgments, {"cheap": 50.0, "dear": 200.0},
+    events = simulate_sessions(queries, judgments, {"cheap": Price(50.0, None), "dear": Price(200.0, None)},
                                ClickModelSettings(seed=3, price_elasticity=1.0))
     carted = events[events["added_to_cart"]]
     rate = carted.groupby("product_id")["purchased"].mean()
@@ -73,9 +73,9 @@ def test_prices_are_weighed_within_their_currency():
     assert rate["vnd"] == pytest.approx(b, abs=0.02)  # phi = 1
     assert rate["gbp-cheap"] == pytest.approx(min(1.0, b * 500 / 400), abs=0.02)
     assert rate["gbp-dear"] == pytest.approx(b * 500 / 600, abs=0.02)
-    # bare amounts count as one currency of their own, so they do not meet the GBP offers either
-    bare = simulate_sessions(queries, judgments, {**prices, "vnd": 5.0}, settings)
-    rate = bare[bare["added_to_cart"]].groupby("product_id")["purchased"].mean()
+    # amounts without a currency count as one currency of their own: they do not meet the GBP offers
+    unknown = simulate_sessions(queries, judgments, {**prices, "vnd": Price(5.0, None)}, settings)
+    rate = unknown[unknown["added_to_cart"]].groupby("product_id")["purchased"].mean()
     assert rate["vnd"] == pytest.approx(b, abs=0.02)
 
 
@@ -89,3 +89,5 @@ def test_bad_parameters_and_inputs_are_refused():
         simulate_sessions(queries, judgments.assign(relation="great"), {})
     with pytest.raises(InputError, match="lack columns"):
         simulate_sessions(queries.drop(columns="frequency"), judgments, {})
+    with pytest.raises(InputError, match=r"price of listing 'p0' is 12.5, not a Price"):
+        simulate_sessions(queries, judgments, {"p0": 12.5})

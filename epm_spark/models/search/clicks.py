@@ -25,6 +25,7 @@ measured rates).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -99,21 +100,19 @@ def _price_factor(prices: np.ndarray, currencies: np.ndarray, settings: ClickMod
     return phi
 
 
-def _amount_and_currency(price: Price | float | None) -> tuple[float, str]:
+def _amount_and_currency(price: Price | None) -> tuple[float, str]:
     if price is None:
         return np.nan, ""
-    if isinstance(price, Price):
-        return float(price.amount), price.currency or ""
-    return float(price), ""
+    return float(price.amount), price.currency or ""
 
 
-def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: dict[str, Price | float],
+def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: Mapping[str, Price],
                       settings: ClickModelSettings | None = None) -> pd.DataFrame:
     """``EVENT_COLUMNS`` rows: one per impression of ``frequency`` sessions per query.
 
     ``queries`` needs ``query`` and ``frequency``; ``judgments`` ``query``, ``product_id`` and
-    ``relation``; ``prices`` maps product ids to a :class:`~epm_spark.io.prices.Price` or a bare
-    amount (currency unknown); a listing missing from it has no price effect.
+    ``relation``; ``prices`` maps product ids to a :class:`~epm_spark.io.prices.Price` (currency ``None``
+    when unknown); a listing missing from it has no price effect.
     """
     settings = settings or ClickModelSettings()
     for frame, cols, name in ((queries, ("query", "frequency"), "queries"),
@@ -124,6 +123,12 @@ def simulate_sessions(queries: pd.DataFrame, judgments: pd.DataFrame, prices: di
     bad = sorted(set(judgments["relation"]) - set(GRADES))
     if bad:
         raise InputError(f"judgments hold unknown relations {bad}; relations: {', '.join(GRADES)}")
+    # A bare number may be a price whose currency the caller dropped; weighed as currency-less it
+    # would meet the wrong prices, so it is refused rather than guessed.
+    for product_id, price in prices.items():
+        if not isinstance(price, Price):
+            raise InputError(f"price of listing {product_id!r} is {price!r}, not a Price(amount, currency); "
+                             "give currency None when it is unknown")
     rng = np.random.default_rng(settings.seed)
     rel_index = {r: i for i, r in enumerate(GRADES)}
     c = np.array([settings.click[r] for r in GRADES])
