@@ -18,7 +18,7 @@ def add_train_encoder(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.encoder.jobs import train_encoder
+        from epm_spark.pipeline.encoder.train_encoder import train_encoder
 
         result = train_encoder(settings, stage=args.stage, benchmarks=args.benchmark, init=args.init,
                                out=args.out, max_steps=args.max_steps)

@@ -85,7 +85,7 @@ def add_retrieval(evaluations) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.models.encoder.jobs import evaluate_retrieval_job
+        from epm_spark.pipeline.evaluate.retrieval import evaluate_retrieval_job
 
         metrics = evaluate_retrieval_job(settings, benchmark=args.benchmark, model=args.model, k=args.k,
                                          split=args.split)

@@ -1,34 +1,27 @@
-"""The encoder's jobs: ``train-encoder`` (reads the warehouse's tables) and ``evaluate retrieval``.
+"""``epm-spark train-encoder``: one stage of the dual-encoder from the warehouse's labelled pairs.
 
-No Spark: training reads ``products`` and ``labelled_pairs`` with delta-rs into pandas,
-evaluation reads a benchmark folder directly.
+No Spark: ``products`` and ``labelled_pairs`` are read with delta-rs into pandas on the driver
+(one row per labelled pair is small), and the Spark-free trainer of
+:mod:`epm_spark.models.encoder.train` writes the model folder.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
-import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
-from epm_spark.models.encoder.evaluate import DEFAULT_KS, evaluate_retrieval
-from epm_spark.models.encoder.model import DualEncoder
+from epm_spark.io.delta import read_pandas
 from epm_spark.models.encoder.train import EncoderTrainer, EncoderTrainingConfig, TrainingResult
 
-__all__ = ["read_training_tables", "train_encoder", "evaluate_retrieval_job"]
-
-log = logging.getLogger(__name__)
+__all__ = ["read_training_tables", "train_encoder"]
 
 
 def read_training_tables(warehouse: str, benchmarks: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``labelled_pairs`` of the benchmarks (default: all) and the ``products`` rows they name."""
-    from epm_spark.io.delta import read_pandas
-
     pairs = read_pandas(warehouse, "labelled_pairs",
                         filters=[("benchmark", "in", benchmarks)] if benchmarks else None)
     if pairs.empty:
@@ -54,20 +47,3 @@ def train_encoder(settings: Settings, *, stage: str, benchmarks: list[str] | Non
         data_description=f"labelled_pairs and products of warehouse {settings.warehouse}: {', '.join(names)}",
     )
     return EncoderTrainer(config).train(products, pairs)
-
-
-def evaluate_retrieval_job(settings: Settings, *, benchmark: str, model: str | None = None, k: int = 10,
-                           split: str = "test") -> dict[str, Any]:
-    """Retrieval metrics of an encoder on a benchmark folder's split."""
-    from epm_spark.io.benchmarks import load_benchmark
-
-    if k <= 0:
-        raise InputError(f"--k must be > 0, got {k}")
-    bench = load_benchmark(benchmark)
-    encoder = DualEncoder.from_settings(settings.encoder, backbone=model)
-    started = time.monotonic()
-    metrics = evaluate_retrieval(encoder, bench, split, ks=sorted(set(DEFAULT_KS) | {k}),
-                                 batch_size=settings.encoder.batch_size)
-    metrics.update(k=k, model=model or settings.encoder.backbone, seconds=round(time.monotonic() - started, 1),
-                   device=str(encoder.device))
-    return metrics
