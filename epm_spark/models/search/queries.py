@@ -36,6 +36,7 @@ shows shoppers, and what query rewriting is judged against. Spark-free.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import re
 from collections import Counter, defaultdict
@@ -291,7 +292,7 @@ def _judge(ix: _Index, src: int, settings: QuerySettings, rng: np.random.Generat
         judged[m] = "exact"
     by_relation: dict[str, list[int]] = defaultdict(list)
     unrelated: list[int] = []
-    for j, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:300]:
+    for j, _ in heapq.nsmallest(300, scores.items(), key=lambda kv: (-kv[1], kv[0])):
         if j in judged:
             continue
         rel = _relation(ix, src, j)
