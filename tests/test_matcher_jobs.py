@@ -97,3 +97,12 @@ def test_evaluate_matching_rejects_a_bad_threshold(tiny_student, tmp_path, capsy
     code = main(["evaluate", "matching", "--benchmark", str(bench), "--model", str(tiny_student),
                  "--threshold", "high"])
     assert code == 2 and "--threshold must be model, tune or a number" in capsys.readouterr().err
+
+
+def test_match_refuses_a_mistyped_model_before_reading_candidates(spark, warehouse, tmp_path, capsys):
+    # The warehouse has no candidates table: the model is checked first.
+    assert main(["--warehouse", warehouse, "match", "--left", "ours", "--model", str(tmp_path / "no-model"),
+                 "--run-id", "r1"]) == 2
+    assert "no-model' is neither" in capsys.readouterr().err
+    from epm_spark.io.delta import list_tables
+    assert "matches" not in list_tables(warehouse)

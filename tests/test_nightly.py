@@ -153,6 +153,22 @@ def test_a_night_that_names_vacuum_removes_old_killed_writes_last_and_keeps_ever
     assert read_runs(settings.warehouse, run_id="n4").empty
 
 
+def test_a_night_with_a_mistyped_model_fails_before_its_first_step(spark, night, tmp_path):
+    import dataclasses
+
+    from epm_spark.errors import ConfigError
+
+    base, exports, model, _ = night
+    settings = dataclasses.replace(base, warehouse=str(tmp_path / "warehouse"))
+    with pytest.raises(ConfigError, match="model: student .*no-model.* is neither"):
+        run_nightly(spark, settings, NightlyPlan(exports, model=str(tmp_path / "no-model")), run_id="n1")
+    assert delta.list_tables(settings.warehouse) == []  # not even the products of its ingest step
+    settings.encoder = dataclasses.replace(settings.encoder, backbone=str(tmp_path / "no-encoder"))
+    with pytest.raises(ConfigError, match="encoder.backbone: .*no-encoder.* is neither"):
+        run_nightly(spark, settings, NightlyPlan(exports, model=model), run_id="n1")
+    assert delta.list_tables(settings.warehouse) == []
+
+
 def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
     import dataclasses
 
@@ -161,8 +177,11 @@ def test_a_night_failing_in_match_resumes_at_match(spark, night, tmp_path):
 
     base, exports, model, _ = night
     settings = dataclasses.replace(base, warehouse=str(tmp_path / "warehouse"))
+    broken = tmp_path / "broken-model"  # a model folder by its name, that no loader can read
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
     with pytest.raises(NightlyStepError, match="step match:ours-ours failed"):
-        run_nightly(spark, settings, NightlyPlan(exports, model=str(tmp_path / "no-model")), run_id="n1")
+        run_nightly(spark, settings, NightlyPlan(exports, model=str(broken)), run_id="n1")
     first = read_runs(settings.warehouse, run_id="n1")
     assert not delta.table_exists(settings.warehouse, "matches")
     by_step = first.dropna(subset=["step"]).set_index("step").status.to_dict()

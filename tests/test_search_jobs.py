@@ -84,6 +84,12 @@ def test_rank_refuses_a_folder_that_is_no_ranker(spark, base, tmp_path, capsys):
     assert "not a ranker folder" in capsys.readouterr().err
 
 
+def test_evaluate_ranking_refuses_a_folder_that_is_no_ranker_before_reading(base, tmp_path, capsys):
+    # The warehouse has no search_events yet: the model is checked before any table is read.
+    assert main([*base, "evaluate", "ranking", "--model", str(tmp_path)]) == 2
+    assert "not a ranker folder" in capsys.readouterr().err
+
+
 EVENTS = """session_id,query,product_id,position,clicked,added_to_cart,purchased,event_time
 s1,sony speaker,tiny_bench:a0,1,true,true,true,2026-11-01T10:00:00
 s1,sony speaker,tiny_bench:a1,2,false,false,false,2026-11-01T10:00:00

@@ -169,6 +169,23 @@ def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[s
     return [s for s in steps if s[1] in plan.steps]
 
 
+def _check_models(settings: Settings, plan: NightlyPlan) -> None:
+    """Refuse a mistyped encoder or matcher before the first step, not hours later at its own."""
+    from epm_spark.models.encoder.model import resolve_backbone
+    from epm_spark.pipeline.catalog.match import resolve_matcher_model
+
+    if "embed" in plan.steps:
+        try:
+            resolve_backbone(settings.encoder.backbone)
+        except InputError as exc:
+            raise ConfigError(f"encoder.backbone: {exc}") from None
+    if "match" in plan.steps:
+        try:
+            resolve_matcher_model(settings, plan.model)
+        except InputError as exc:
+            raise ConfigError(f"model: {exc}") from None
+
+
 def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, run_id: str,
                 force: bool = False) -> NightlyReport:
     """Run the plan's steps for ``run_id``; steps an earlier attempt of the run finished are skipped
@@ -181,6 +198,7 @@ def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, r
             check_vacuumable(settings.warehouse)
         except InputError as exc:
             raise ConfigError(f"steps: {exc}; or leave vacuum out of the plan's steps") from None
+    _check_models(settings, plan)
     night = NightlyReport(run_id)
     arguments = {"plan": repr(plan), "force": force}
     with recorded(settings, "nightly", run_id=run_id, arguments=arguments) as nightly_run:

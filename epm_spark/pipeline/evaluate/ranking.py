@@ -23,13 +23,15 @@ def evaluate_ranking(settings: Settings, *, models: list[str], source: str, spli
                      events_run_id: str | None = None, encoder: str | None = None) -> dict[str, Any]:
     from epm_spark.models.search.evaluation import bi_encoder_scorer, bm25_scorer, evaluate_systems, ranker_scorer
     from epm_spark.models.search.queries import query_split
-    from epm_spark.models.search.ranker import MultiTaskRanker
+    from epm_spark.models.search.ranker import MultiTaskRanker, read_card
     from epm_spark.models.text import listing_text
     from epm_spark.pipeline.search.train_ranker import read_engagement, retrieval_similarity
 
     start = time.monotonic()
     if split not in ("train", "valid", "test"):
         raise InputError(f"--split must be train, valid or test, got {split!r}")
+    for folder in models:  # a mistyped --model fails now, not after BM25 and the encoder have run
+        read_card(folder)
     qs = settings.search_log.queries
     engagement = read_engagement(settings, source, events_run_id)
     held_out = engagement[[query_split(q, qs.valid_share, qs.test_share) == split for q in engagement["query"]]]
