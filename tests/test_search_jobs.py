@@ -84,10 +84,20 @@ def test_rank_refuses_a_folder_that_is_no_ranker(spark, base, tmp_path, capsys):
     assert "not a ranker folder" in capsys.readouterr().err
 
 
-def test_evaluate_ranking_refuses_a_folder_that_is_no_ranker_before_reading(base, tmp_path, capsys):
-    # The warehouse has no search_events yet: the model is checked before any table is read.
+def test_mistyped_models_are_refused_before_any_table_is_read(base, tmp_path, capsys):
+    # The warehouse has no search_events yet: each model is checked before it is read.
     assert main([*base, "evaluate", "ranking", "--model", str(tmp_path)]) == 2
     assert "not a ranker folder" in capsys.readouterr().err
+    ranker = tmp_path / "ranker"
+    ranker.mkdir()
+    (ranker / "ranker.json").write_text("{}")
+    assert main([*base, "evaluate", "ranking", "--model", str(ranker)]) == 2
+    assert "card format None" in capsys.readouterr().err
+    assert main([*base, "train-ranker", "--set", f"ranker.backbone={tmp_path / 'no-encoder'}"]) == 2
+    assert "no-encoder' is neither packaged:minilm nor a model folder" in capsys.readouterr().err
+    assert main([*base, "--set", f"encoder.backbone={tmp_path / 'no-bi-encoder'}", "train-ranker"]) == 2
+    assert "no-bi-encoder' is neither" in capsys.readouterr().err
+    assert not list((tmp_path / "models").glob("*"))
 
 
 EVENTS = """session_id,query,product_id,position,clicked,added_to_cart,purchased,event_time

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_ranking(settings: Settings, *, models: list[str], source: str, split: str = "test",
                      events_run_id: str | None = None, encoder: str | None = None) -> dict[str, Any]:
+    from epm_spark.models.encoder.model import resolve_backbone
     from epm_spark.models.search.evaluation import bi_encoder_scorer, bm25_scorer, evaluate_systems, ranker_scorer
     from epm_spark.models.search.queries import query_split
     from epm_spark.models.search.ranker import MultiTaskRanker, read_card
@@ -30,8 +31,9 @@ def evaluate_ranking(settings: Settings, *, models: list[str], source: str, spli
     start = time.monotonic()
     if split not in ("train", "valid", "test"):
         raise InputError(f"--split must be train, valid or test, got {split!r}")
-    for folder in models:  # a mistyped --model fails now, not after BM25 and the encoder have run
+    for folder in models:  # a mistyped --model or --encoder fails now, not after BM25 has run
         read_card(folder)
+    resolve_backbone(encoder or settings.encoder.backbone)
     qs = settings.search_log.queries
     engagement = read_engagement(settings, source, events_run_id)
     held_out = engagement[[query_split(q, qs.valid_share, qs.test_share) == split for q in engagement["query"]]]

@@ -57,6 +57,7 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
                  source: str | None = None, out: str | None = None, events_run_id: str | None = None,
                  max_steps: int | None = None, max_queries: int | None = None):
     """Train and save one ranker; returns (card, folder)."""
+    from epm_spark.models.encoder.model import resolve_backbone
     from epm_spark.models.matcher.model_folder import next_version
     from epm_spark.models.search.ranker import MultiTaskRanker, variant_name
     from epm_spark.models.search.settings import RankerSettings
@@ -67,6 +68,9 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
     changes = {k: v for k, v in (("tasks", tasks), ("chain", chain)) if v is not None}
     if changes:
         rs = dataclasses.replace(rs, **changes)  # replace() re-runs the settings' validation
+    resolve_backbone(rs.backbone)  # mistyped encoders fail before the log is read
+    if rs.similarity_feature:
+        resolve_backbone(settings.encoder.backbone)
     source = source or settings.search_log.source
     qs = settings.search_log.queries
     engagement = read_engagement(settings, source, events_run_id)
