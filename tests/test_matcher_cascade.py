@@ -201,6 +201,17 @@ def test_stage_all_resumes_from_finished_tiers(tmp_path, tiny_student, tiny_ce, 
     assert (out / "student-sft" / "matcher.json").is_file() and (out / "student-rl" / "matcher.json").is_file()
 
 
+def test_stage_all_refuses_mistyped_models_before_training_a_tier(tmp_path, tiny_student, tiny_ce):
+    from epm_spark.config import load_settings
+
+    for student, ce, error in ((tmp_path / "no-student", tiny_ce, "no-student' is neither"),
+                               (tiny_student, tmp_path / "no-ce", "no-ce' is neither packaged:minilm")):
+        settings = tiny_cascade_settings(load_settings(), student, ce)
+        with pytest.raises(InputError, match=error):
+            _train(settings, tmp_path / "cascade")
+        assert not (tmp_path / "cascade").exists()
+
+
 def test_cascade_card_and_decisions(trained):
     settings, out, card = trained
     spec = json.loads((out / "cascade.json").read_text())
