@@ -13,7 +13,7 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
 from epm_spark.models.matcher.student.prompt import DECISION_PREFIX, LabelTokens, PairPrompter, encode
 from epm_spark.models.matcher.settings import PromptSettings
-from epm_spark.models.matcher.student.model import load_student, load_tokenizer, resolve_student
+from epm_spark.models.matcher.student.model import check_student, load_student, load_tokenizer, resolve_student
 
 
 def test_prompt_holds_both_listings_in_the_chat_template(tiny_student):
@@ -76,6 +76,21 @@ def test_resolve_student_checks_folders(tmp_path):
     with pytest.raises(InputError, match="unknown packaged student"):
         resolve_student("packaged:gpt5")
     assert resolve_student("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+def test_check_student_refuses_what_resolve_refuses_without_converting(tmp_path, monkeypatch):
+    import epm_spark.models.matcher.student.model as student_model
+
+    def converted(*args, **kwargs):
+        raise AssertionError("the packaged student was converted")
+
+    monkeypatch.setattr(student_model, "convert_gguf", converted)
+    check_student("packaged:smollm2")
+    check_student("Qwen/Qwen2.5-0.5B-Instruct")
+    with pytest.raises(InputError, match="no config.json"):
+        check_student(str(tmp_path))
+    with pytest.raises(InputError, match="is neither"):
+        check_student(str(tmp_path / "typo"))
 
 
 def test_tokenizer_without_chat_template_is_refused(tiny_student, tmp_path):

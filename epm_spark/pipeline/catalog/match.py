@@ -79,15 +79,14 @@ def resolve_matcher_model(settings: Settings, model: str | None) -> str:
     or a bare student. A name that is none of these fails here, before any table is read."""
     from epm_spark.models.matcher.cascade.cascade import is_cascade
     from epm_spark.models.matcher.model_folder import is_model_folder
-    from epm_spark.models.matcher.student.model import resolve_student
-    from epm_spark.models.weights import PACKAGED_STUDENT
+    from epm_spark.models.matcher.student.model import check_student
 
     chosen = model or settings.match.model
     if not chosen:
         raise InputError("no matcher model: pass --model DIR (a folder written by `epm-spark train-matcher`) or set "
                          "match.model; `make demo` trains and caches one")
-    if not (chosen == PACKAGED_STUDENT or is_cascade(chosen) or is_model_folder(chosen)):
-        resolve_student(chosen)  # checks the name only; the packaged student is converted when loaded
+    if not (is_cascade(chosen) or is_model_folder(chosen)):
+        check_student(chosen)
     return chosen
 
 

@@ -53,9 +53,8 @@ from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, 
 from epm_spark.models.matcher.settings import SHORT_SYSTEM, MatcherSettings
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, agreement
 from epm_spark.models.encoder.model import resolve_backbone
-from epm_spark.models.matcher.student.model import resolve_student
+from epm_spark.models.matcher.student.model import check_student
 from epm_spark.models.matcher.student.training import balanced_sample
-from epm_spark.models.weights import PACKAGED_STUDENT
 
 __all__ = ["train_cascade", "short_decision_examples"]
 
@@ -106,8 +105,8 @@ def train_cascade(train: pd.DataFrame, valid: pd.DataFrame, out: str | Path, *, 
             raise InputError(f"the cascade needs {name} pairs with both matches and non-matches")
     # A mistyped model fails now, not after the tiers before it have trained.
     resolve_backbone(settings.cross_encoder.base)
-    if settings.student and matcher.student != PACKAGED_STUDENT:
-        resolve_student(matcher.student)
+    if settings.student:
+        check_student(matcher.student)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}

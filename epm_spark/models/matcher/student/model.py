@@ -23,7 +23,7 @@ from epm_spark.errors import EnvironmentProblem, InputError
 from epm_spark.models.precision import bf16_autocast_faster, resolve_device
 from epm_spark.models.weights import PACKAGED_STUDENT, cache_dir, offline, packaged_student_gguf
 
-__all__ = ["resolve_student", "convert_gguf", "load_student", "load_tokenizer", "pick_dtype"]
+__all__ = ["check_student", "resolve_student", "convert_gguf", "load_student", "load_tokenizer", "pick_dtype"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,13 @@ def resolve_student(name: str) -> str:
     if name.count("/") != 1 or name.startswith((".", "/")):
         raise InputError(f"student {name!r} is neither {PACKAGED_STUDENT!r}, a model folder, nor a hub id")
     return name
+
+
+def check_student(name: str) -> None:
+    """Refuse a student setting that names no model, as :func:`resolve_student` would, but without
+    converting the packaged student: jobs call it before their first step."""
+    if name != PACKAGED_STUDENT:
+        resolve_student(name)
 
 
 def convert_gguf(gguf: Path, root: Path | None = None) -> Path:
