@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from epm_spark.errors import InputError
+
 __all__ = ["TrueProduct", "SyntheticCatalogs", "generate_catalogs", "COMPETITOR_STYLES"]
 
 
@@ -287,8 +289,11 @@ def generate_catalogs(products: int = 400, competitors: int = 2, seed: int = 7, 
                       near_miss_rate: float = 0.3, dirty_rate: float = 0.01,
                       duplicate_rate: float = 0.08) -> SyntheticCatalogs:
     """Our catalog of ``products`` true products and ``competitors`` competitor catalogs."""
-    if competitors > len(COMPETITOR_STYLES):
-        raise ValueError(f"at most {len(COMPETITOR_STYLES)} competitor styles are defined")
+    if not 0 <= competitors <= len(COMPETITOR_STYLES):
+        raise InputError(f"competitors must be 0 to {len(COMPETITOR_STYLES)} (the competitor styles defined), "
+                         f"got {competitors}")
+    if products < 1:
+        raise InputError(f"products must be at least 1, got {products}")
     rng = random.Random(seed)
     catalog = _true_products(products, near_miss_rate, rng)
     styles = {"ours": OUR_STYLE, **{s.name: s for s in COMPETITOR_STYLES[:competitors]}}

@@ -1,6 +1,7 @@
 """The epm-spark command end to end: generate, ingest with --map, sql, tables; errors in one line."""
 
 import json
+from pathlib import Path
 
 from epm_spark.cli import main
 from epm_spark.spark import MIN_JAVA, check_java
@@ -114,3 +115,30 @@ def test_shipped_nightly_plan_loads():
 
     plan = load_plan(Path(__file__).resolve().parents[1] / "conf" / "nightly.yaml")
     assert plan.ours == "ours" and plan.competitors and plan.steps == list(STEPS)
+
+
+@pytest.mark.parametrize("args", [
+    ["block", "--left", "ours", "--k", "0"],                    # used to run with block.k instead
+    ["teach", "--benchmark", "b", "--limit", "-5"],            # used to drop the last 5 pairs
+    ["train-ranker", "--max-queries", "0"],                    # used to train on the default 2,000
+    ["train-ranker", "--max-steps", "-1"],                     # used to end in an IndexError
+    ["evaluate", "pipeline", "--benchmark", "b", "--model", "m", "--queries", "-3"],
+    ["generate", "--products", "two"],
+])
+def test_sizes_must_be_whole_numbers_of_at_least_one(warehouse, tmp_path, capsys, args):
+    flag = next(a for a in args if a.startswith("--") and a not in ("--left", "--benchmark", "--model"))
+    with pytest.raises(SystemExit) as exc:
+        main(["--warehouse", warehouse, *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: must be a whole number >= 1, got" in err
+    assert not list(Path(warehouse).glob("*"))
+
+
+def test_generate_refuses_competitors_it_has_no_style_for(warehouse, tmp_path, capsys):
+    for competitors in ("4", "-1"):
+        assert main(["--warehouse", warehouse, "generate", "--out", str(tmp_path / "exports"),
+                     "--competitors", competitors]) == 2
+        assert f"competitors must be 0 to 3 (the competitor styles defined), got {competitors}" in \
+            capsys.readouterr().err
+    assert not (tmp_path / "exports").exists()

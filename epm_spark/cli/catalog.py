@@ -3,7 +3,7 @@ night that runs them."""
 
 from __future__ import annotations
 
-from epm_spark.cli.common import common_options, default_run_id, run_id_option, show, spark_session
+from epm_spark.cli.common import common_options, count, default_run_id, run_id_option, show, spark_session
 from epm_spark.config import Settings
 
 
@@ -14,7 +14,7 @@ def add_train_encoder(sub) -> None:
                    help="train on this benchmark of labelled_pairs (repeatable; default: all)")
     p.add_argument("--init", default=None, help="starting model folder (default: encoder.backbone)")
     p.add_argument("--out", default=None, help="model folder to write (default: models/encoder/STAGE-TIME)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
+    p.add_argument("--max-steps", type=count, default=None, help="stop after this many steps (smoke runs)")
     common_options(p)
 
     def run(args, settings: Settings) -> int:
@@ -52,7 +52,7 @@ def add_block(sub) -> None:
     p = sub.add_parser("block", help="write candidate pairs: k nearest right listings per left listing")
     p.add_argument("--left", required=True, help="query source (ours)")
     p.add_argument("--right", default=None, help="source searched (a competitor); omitted: de-duplicate --left")
-    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    p.add_argument("--k", type=count, default=None, help="neighbours per listing (default: block.k)")
     run_id_option(p)
     common_options(p)
 

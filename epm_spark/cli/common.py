@@ -15,6 +15,21 @@ def default_run_id() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
 
 
+def count(value: str) -> int:
+    """An argparse type for sizes (``--k``, ``--limit``, ``--max-steps``...): a whole number >= 1.
+
+    Zero or a negative number would otherwise fall back to the default (``k or block.k``) or
+    slice from the end (``head(-5)``) without a word.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {number}")
+    return number
+
+
 def common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="set_verb", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set block.k=20 (repeatable)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from epm_spark.cli.common import common_options, print_json, print_result, spark_session
+from epm_spark.cli.common import common_options, count, print_json, print_result, spark_session
 from epm_spark.config import Settings
 
 
@@ -13,7 +13,7 @@ def add_teacher(evaluations) -> None:
     p.add_argument("--benchmark", required=True, help="DeepMatcher or WDC Products folder")
     p.add_argument("--split", default="train")
     p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=count, default=None)
     p.add_argument("--json", action="store_true")
     common_options(p)
 
@@ -39,7 +39,7 @@ def add_matching(sub) -> None:
     p.add_argument("--model", default=None, help="matcher model folder (default: matcher.student, zero-shot)")
     p.add_argument("--mode", choices=["label", "explain"], default="label",
                    help="label: one forward pass per pair; explain: generate the full decision")
-    p.add_argument("--limit", type=int, default=None, help="evaluate a stratified sample of N pairs")
+    p.add_argument("--limit", type=count, default=None, help="evaluate a stratified sample of N pairs")
     p.add_argument("--threshold", default="model",
                    help="model (stored with the model), tune (on the valid split) or a number (default: model)")
     p.add_argument("--ablation", action="store_true",
@@ -79,7 +79,7 @@ def add_retrieval(evaluations) -> None:
     p = evaluations.add_parser("retrieval", help="recall@k, MRR, NDCG of the encoder on a benchmark folder")
     p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
     p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
-    p.add_argument("--k", type=int, default=10, help="candidates per listing for the reduction ratio")
+    p.add_argument("--k", type=count, default=10, help="candidates per listing for the reduction ratio")
     p.add_argument("--split", default="test", help="train, valid, test or a stored split name")
     p.add_argument("--json", action="store_true")
     common_options(p)
@@ -105,7 +105,7 @@ def add_retrieval(evaluations) -> None:
 def add_blocking(evaluations) -> None:
     p = evaluations.add_parser("blocking", help="pair completeness and reduction ratio of embed + block")
     p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
-    p.add_argument("--k", type=int, action="append", default=None, help="neighbours (repeatable; default 10)")
+    p.add_argument("--k", type=count, action="append", default=None, help="neighbours (repeatable; default 10)")
     p.add_argument("--split", default="test")
     p.add_argument("--model", default=None, help="encoder folder (default: encoder.backbone)")
     p.add_argument("--keep", default=None, metavar="DIR", help="keep the scratch warehouse in DIR")
@@ -127,12 +127,12 @@ def add_pipeline(evaluations) -> None:
     p = evaluations.add_parser("pipeline", help="embed + block + match end to end: completeness, P/R/F1, stage times")
     p.add_argument("--benchmark", required=True, help="DeepMatcher folder or WDC Products folder")
     p.add_argument("--split", default="test")
-    p.add_argument("--k", type=int, default=None, help="neighbours per listing (default: block.k)")
+    p.add_argument("--k", type=count, default=None, help="neighbours per listing (default: block.k)")
     p.add_argument("--encoder", default=None, help="encoder folder (default: encoder.backbone)")
     p.add_argument("--model", default=None, help="matcher model folder (default: match.model)")
     p.add_argument("--explain", choices=["band", "all", "none"], default="none",
                    help="explain mode for the matcher (default: none, label mode only)")
-    p.add_argument("--queries", type=int, default=None,
+    p.add_argument("--queries", type=count, default=None,
                    help="a random sample of N left listings of the split (default: all of them)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --queries sample")
     p.add_argument("--keep", default=None, metavar="DIR", help="keep the scratch warehouse in DIR")
@@ -182,7 +182,7 @@ def add_rewriting(evaluations) -> None:
     p.add_argument("--distill", default=None, metavar="DIR", help="distilled rewriter (default: the newest)")
     p.add_argument("--rl", default=None, metavar="DIR", help="RL rewriter (default: the newest)")
     p.add_argument("--split", default="test", help="query split to evaluate (default: test)")
-    p.add_argument("--limit", type=int, default=None, help="a random sample of N held-out queries")
+    p.add_argument("--limit", type=count, default=None, help="a random sample of N held-out queries")
     p.add_argument("--encoder", default=None, help="dual-encoder of the retrieval judge (default: encoder.backbone)")
     p.add_argument("--json", action="store_true")
     common_options(p)

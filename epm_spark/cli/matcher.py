@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from epm_spark.cli.common import common_options, default_run_id, print_json, print_report, run_id_option
+from epm_spark.cli.common import common_options, count, default_run_id, print_json, print_report, run_id_option
 from epm_spark.config import Settings
 
 
@@ -11,7 +11,7 @@ def add_teach(sub) -> None:
     p.add_argument("--benchmark", default=None, help="benchmark name in labelled_pairs (default: all)")
     p.add_argument("--split", default="train", help="labelled_pairs split (default: train)")
     p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: teacher.kind")
-    p.add_argument("--limit", type=int, default=None, help="first N pairs only")
+    p.add_argument("--limit", type=count, default=None, help="first N pairs only")
     p.add_argument("--json", action="store_true")
     run_id_option(p)
     common_options(p)
@@ -71,8 +71,8 @@ def add_train_judge(sub) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--from-benchmark", action="append", default=None, metavar="DIR",
                    help="instead of rationales: the agentic teacher's agreeing decisions on a benchmark folder")
-    p.add_argument("--limit", type=int, default=None, help="first N pairs per source")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    p.add_argument("--limit", type=count, default=None, help="first N pairs per source")
+    p.add_argument("--max-steps", type=count, default=None, help="stop after N optimizer steps")
     p.add_argument("--json", action="store_true")
     run_id_option(p)
     common_options(p)
@@ -98,8 +98,8 @@ def add_train_matcher(sub) -> None:
     p.add_argument("--init", default=None,
                    help="start from this model folder (rl default: the newest sft-v<N> in matcher.models_dir)")
     p.add_argument("--out", default=None, help="model folder to write (default: matcher.models_dir/<stage>-v<N>)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (a small budget)")
-    p.add_argument("--max-examples", type=int, default=None,
+    p.add_argument("--max-steps", type=count, default=None, help="stop after N optimizer steps (a small budget)")
+    p.add_argument("--max-examples", type=count, default=None,
                    help="sft: training pairs at most; rl: pairs scored to pick prompts from")
     p.add_argument("--json", action="store_true", help="print the model card as JSON")
     common_options(p)

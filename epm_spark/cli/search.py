@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from epm_spark.cli.common import (
-    common_options, default_run_id, observe, print_json, print_report, run_id_option, show, spark_session,
+    common_options, count, default_run_id, observe, print_json, print_report, run_id_option, show, spark_session,
 )
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
@@ -18,7 +18,7 @@ def add_generate_search_log(sub) -> None:
                    help="benchmark folder whose listings are the catalog (repeatable; default: search_log.benchmarks)")
     p.add_argument("--from-source", default=None, metavar="NAME",
                    help="search an ingested products source instead of benchmark listings")
-    p.add_argument("--queries", type=int, default=None, help="queries to make (default: search_log.queries.queries)")
+    p.add_argument("--queries", type=count, default=None, help="queries to make (default: search_log.queries.queries)")
     p.add_argument("--seed", type=int, default=None)
     run_id_option(p)
     common_options(p)
@@ -65,9 +65,9 @@ def add_train_ranker(sub) -> None:
     p.add_argument("--source", default=None, help="products source of the listings (default: search_log.source)")
     p.add_argument("--events-run-id", default=None, help="train on this run's events only (default: all)")
     p.add_argument("--out", default=None, help="model folder (default: ranker.models_dir/<name>-v<N>)")
-    p.add_argument("--max-queries", type=int, default=None,
+    p.add_argument("--max-queries", type=count, default=None,
                    help="training queries at most (default: ranker.max_train_queries)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (smoke runs)")
+    p.add_argument("--max-steps", type=count, default=None, help="stop after N optimizer steps (smoke runs)")
     p.add_argument("--json", action="store_true", help="print the model card as JSON")
     common_options(p)
 
@@ -96,7 +96,7 @@ def add_rank(sub) -> None:
     p = sub.add_parser("rank", help="score each query's k nearest listings with the ranker into search_scores")
     p.add_argument("--queries", required=True, metavar="TABLE",
                    help="warehouse table with a query column, e.g. search_queries")
-    p.add_argument("--k", type=int, default=50, help="candidates per query from the dual-encoder index (default 50)")
+    p.add_argument("--k", type=count, default=50, help="candidates per query from the dual-encoder index (default 50)")
     p.add_argument("--model", required=True, help="ranker folder (epm-spark train-ranker)")
     p.add_argument("--source", default=None, help="products source to search (default: search_log.source)")
     p.add_argument("--split", default=None, help="only queries of this split (tables with a split column)")
@@ -122,7 +122,7 @@ def add_teach_rewrites(sub) -> None:
                    help="warehouse table with a query column (default: rewriter.queries_table, search_queries)")
     p.add_argument("--split", default=None, help="only queries of this split (train, valid, test)")
     p.add_argument("--teacher", choices=["agentic", "endpoint"], default=None, help="default: rewriter.teacher")
-    p.add_argument("--limit", type=int, default=None, help="the N most frequent queries only")
+    p.add_argument("--limit", type=count, default=None, help="the N most frequent queries only")
     p.add_argument("--json", action="store_true")
     run_id_option(p)
     common_options(p)
@@ -145,8 +145,8 @@ def add_train_rewriter(sub) -> None:
     p.add_argument("--init", default=None,
                    help="distill: a rewriter folder to continue; rl: the distilled folder (default: the newest)")
     p.add_argument("--out", default=None, help="model folder (default: rewriter.models_dir/<stage>-v<N>)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (a small budget)")
-    p.add_argument("--max-examples", type=int, default=None,
+    p.add_argument("--max-steps", type=count, default=None, help="stop after N optimizer steps (a small budget)")
+    p.add_argument("--max-examples", type=count, default=None,
                    help="distill: teacher rewrites at most; rl: training queries to draw prompts from")
     p.add_argument("--examples-run-id", default=None, help="teach-rewrites run to distill (default: the newest)")
     p.add_argument("--encoder", default=None, help="dual-encoder of the retrieval judge (default: encoder.backbone)")
@@ -185,7 +185,7 @@ def add_rewrite(sub) -> None:
                    help="rewriter folder (default: the newest rl-v<N>, else distill-v<N>, in rewriter.models_dir)")
     p.add_argument("--source", default=None, help="products source searched (default: rewriter.source)")
     p.add_argument("--split", default=None, help="only queries of this split (tables with a split column)")
-    p.add_argument("--limit", type=int, default=None, help="the N most frequent queries only (head and torso)")
+    p.add_argument("--limit", type=count, default=None, help="the N most frequent queries only (head and torso)")
     p.add_argument("--encoder", default=None, help="dual-encoder of the embeddings (default: encoder.backbone)")
     run_id_option(p)
     common_options(p)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from epm_spark.cli.common import common_options, default_run_id, print_json, run_id_option, show, spark_session
+from epm_spark.cli.common import common_options, count, default_run_id, print_json, run_id_option, show, spark_session
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
 
 
 def add_generate(sub) -> None:
     p = sub.add_parser("generate", help="write synthetic noisy catalogs (ours + competitors) with ground truth")
-    p.add_argument("--products", type=int, default=None, help="listings in our catalog")
+    p.add_argument("--products", type=count, default=None, help="listings in our catalog")
     p.add_argument("--competitors", type=int, default=None, help="competitor catalogs")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--out", default=None, help="folder for the CSV/JSON exports (default: WAREHOUSE/../exports)")
