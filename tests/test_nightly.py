@@ -153,7 +153,7 @@ def test_a_night_that_names_vacuum_removes_old_killed_writes_last_and_keeps_ever
     assert read_runs(settings.warehouse, run_id="n4").empty
 
 
-def test_a_night_with_a_mistyped_model_fails_before_its_first_step(spark, night, tmp_path):
+def test_a_night_with_a_mistyped_export_or_model_fails_before_its_first_step(spark, night, tmp_path):
     import dataclasses
 
     from epm_spark.errors import ConfigError
@@ -163,6 +163,13 @@ def test_a_night_with_a_mistyped_model_fails_before_its_first_step(spark, night,
     with pytest.raises(ConfigError, match="model: student .*no-model.* is neither"):
         run_nightly(spark, settings, NightlyPlan(exports, model=str(tmp_path / "no-model")), run_id="n1")
     assert delta.list_tables(settings.warehouse) == []  # not even the products of its ingest step
+    # The second export is the bad one: ours used to be ingested before the night stopped.
+    for export, error in ((Export(str(tmp_path / "missing.csv")), "exports: competitor_a: input .*missing.csv does not exist"),
+                          (Export(exports["competitor_a"].path, COMPETITOR_A_MAP, "XYZ"),
+                           "exports: competitor_a: currency 'XYZ' is not a known ISO 4217 code")):
+        with pytest.raises(ConfigError, match=error):
+            run_nightly(spark, settings, NightlyPlan({**exports, "competitor_a": export}, model=model), run_id="n1")
+        assert delta.list_tables(settings.warehouse) == []
     settings.encoder = dataclasses.replace(settings.encoder, backbone=str(tmp_path / "no-encoder"))
     with pytest.raises(ConfigError, match="encoder.backbone: .*no-encoder.* is neither"):
         run_nightly(spark, settings, NightlyPlan(exports, model=model), run_id="n1")

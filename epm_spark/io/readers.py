@@ -20,7 +20,7 @@ from epm_spark.errors import InputError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["detect_format", "read_catalog", "with_row_numbers", "CORRUPT", "FILE", "ROW"]
+__all__ = ["detect_format", "input_format", "read_catalog", "with_row_numbers", "CORRUPT", "FILE", "ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,14 @@ def detect_format(path: str) -> str:
     raise InputError(f"cannot tell the format of {path}; pass --format csv|parquet|json|delta")
 
 
+def input_format(path: str, fmt: str | None = None) -> str:
+    """``fmt``, else the format :func:`detect_format` tells; a local path that does not exist is refused."""
+    fmt = fmt or detect_format(path)
+    if _is_local(path) and not glob.glob(path.removeprefix("file://")):
+        raise InputError(f"input {path} does not exist")
+    return fmt
+
+
 def _sniff_delimiter(path: str, encoding: str) -> str:
     local = path[len("file://"):] if path.startswith("file://") else path
     if not _is_local(path):
@@ -79,9 +87,7 @@ def read_catalog(spark: SparkSession, path: str, fmt: str | None, settings: Inge
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    fmt = fmt or detect_format(path)
-    if _is_local(path) and not glob.glob(path.removeprefix("file://")):
-        raise InputError(f"input {path} does not exist")
+    fmt = input_format(path, fmt)
     if fmt == "csv":
         sep = settings.csv_delimiter or _sniff_delimiter(path, settings.csv_encoding)
         header = (spark.read.option("header", "true").option("sep", sep)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from epm_spark.config import Settings
 from epm_spark.errors import ConfigError, InputError, worker_errors
 from epm_spark.io import delta
-from epm_spark.io.readers import CORRUPT, FILE, ROW, read_catalog
+from epm_spark.io.readers import CORRUPT, FILE, ROW, input_format, read_catalog
 from epm_spark.io.schemas import PRODUCTS, PRODUCTS_QUARANTINE, check_partition_value
 from epm_spark.io.validation import OUTPUT_COLUMNS, resolve_column_map, validate_batch
 from epm_spark.progress import spark_progress
@@ -28,7 +28,7 @@ from epm_spark.progress import spark_progress
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["IngestReport", "ingest", "parse_column_map"]
+__all__ = ["IngestReport", "check_export", "ingest", "parse_column_map"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,23 @@ def parse_column_map(assignments: list[str]) -> dict[str, str]:
     return mapping
 
 
+def _rules(settings: Settings, currency: str | None):
+    if currency is None:
+        return settings.ingest
+    try:
+        # replace() runs the settings' own validation, so --currency is checked like the config key.
+        return dataclasses.replace(settings.ingest, default_currency=currency)
+    except ConfigError:
+        raise InputError(f"currency {currency!r} is not a known ISO 4217 code or symbol (e.g. EUR, USD, £)") from None
+
+
+def check_export(settings: Settings, input_path: str, fmt: str | None, currency: str | None) -> None:
+    """What :func:`ingest` would refuse of an export before reading a row: a path that does not
+    exist, a format it cannot tell, an unknown currency."""
+    _rules(settings, currency)
+    input_format(input_path, fmt)
+
+
 def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: str, fmt: str | None = None,
            column_map: dict[str, str] | None = None, currency: str | None = None, run_id: str,
            allow_empty: bool = False) -> IngestReport:
@@ -91,13 +108,7 @@ def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: 
     check_partition_value("source", source)
     check_partition_value("run_id", run_id)
     warehouse = settings.warehouse
-    rules = settings.ingest
-    if currency is not None:
-        try:
-            # replace() runs the settings' own validation, so --currency is checked like the config key.
-            rules = dataclasses.replace(rules, default_currency=currency)
-        except ConfigError:
-            raise InputError(f"currency {currency!r} is not a known ISO 4217 code or symbol (e.g. EUR, USD, £)") from None
+    rules = _rules(settings, currency)
     raw = read_catalog(spark, input_path, fmt, rules)
     input_columns = [c for c in raw.columns if c not in (CORRUPT, FILE, ROW)]
     cmap = resolve_column_map(input_columns, column_map)

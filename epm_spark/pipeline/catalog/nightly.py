@@ -169,11 +169,19 @@ def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[s
     return [s for s in steps if s[1] in plan.steps]
 
 
-def _check_models(settings: Settings, plan: NightlyPlan) -> None:
-    """Refuse a mistyped encoder or matcher before the first step, not hours later at its own."""
+def _check_plan(settings: Settings, plan: NightlyPlan) -> None:
+    """Refuse a missing export, an unknown currency, a mistyped encoder or matcher before the first
+    step, not hours later at its own (and not after the exports before it were ingested)."""
     from epm_spark.models.encoder.model import resolve_backbone
+    from epm_spark.pipeline.catalog.ingest import check_export
     from epm_spark.pipeline.catalog.match import resolve_matcher_model
 
+    if "ingest" in plan.steps:
+        for source, export in plan.exports.items():
+            try:
+                check_export(settings, export.path, export.format, export.currency)
+            except InputError as exc:
+                raise ConfigError(f"exports: {source}: {exc}") from None
     if "embed" in plan.steps:
         try:
             resolve_backbone(settings.encoder.backbone)
@@ -198,7 +206,7 @@ def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, r
             check_vacuumable(settings.warehouse)
         except InputError as exc:
             raise ConfigError(f"steps: {exc}; or leave vacuum out of the plan's steps") from None
-    _check_models(settings, plan)
+    _check_plan(settings, plan)
     night = NightlyReport(run_id)
     arguments = {"plan": repr(plan), "force": force}
     with recorded(settings, "nightly", run_id=run_id, arguments=arguments) as nightly_run:
