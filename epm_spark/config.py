@@ -94,8 +94,7 @@ class IngestSettings:
 
     def __post_init__(self) -> None:
         _positive(self, "max_title_chars", "max_field_chars")
-        if not 0.0 <= self.max_quarantine_share <= 1.0:
-            raise ConfigError("max_quarantine_share must be between 0 and 1")
+        _share(self, "max_quarantine_share")
         if self.default_currency is not None:
             from epm_spark.io.prices import normalise_currency
 
@@ -121,9 +120,7 @@ class GenerateSettings:
         _positive(self, "products")
         if self.competitors < 0:
             raise ConfigError("competitors must be >= 0")
-        for name in ("overlap", "near_miss_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name} must be between 0 and 1")
+        _share(self, "overlap", "near_miss_rate")
 
 
 @dataclass
@@ -166,14 +163,11 @@ class MatchSettings:
     threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.uncertainty_margin <= 1.0:
-            raise ConfigError("uncertainty_margin must be between 0 and 1")
+        _share(self, "uncertainty_margin", "threshold")
         if self.max_explain_per_batch is not None and self.max_explain_per_batch < 0:
             raise ConfigError("max_explain_per_batch must be >= 0")
         if self.similarity_floor is not None and not -1.0 <= self.similarity_floor <= 1.0:
             raise ConfigError("similarity_floor must be between -1 and 1")
-        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError("threshold must be between 0 and 1")
 
 
 @dataclass
@@ -187,8 +181,7 @@ class DedupSettings:
 
     def __post_init__(self) -> None:
         _positive(self, "max_cluster_size")
-        if self.min_probability is not None and not 0.0 <= self.min_probability <= 1.0:
-            raise ConfigError("min_probability must be between 0 and 1")
+        _share(self, "min_probability")
 
 
 @dataclass
@@ -207,6 +200,7 @@ class PriceMatchSettings:
     def __post_init__(self) -> None:
         from epm_spark.io.prices import normalise_currency
 
+        _share(self, "min_probability")
         if not 0.0 < self.min_ratio < 1.0 < self.max_ratio:
             raise ConfigError(f"need 0 < min_ratio < 1 < max_ratio, got min_ratio {self.min_ratio}, "
                               f"max_ratio {self.max_ratio}")
@@ -251,8 +245,7 @@ class ReviewSettings:
         _positive(self, "lease_seconds", "clusters", "price_gaps")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be between 1 and 65535, got {self.port}")
-        if not 0.0 <= self.uncertainty_margin <= 1.0:
-            raise ConfigError("uncertainty_margin must be between 0 and 1")
+        _share(self, "uncertainty_margin")
 
 
 @dataclass
@@ -312,6 +305,14 @@ def _positive(obj: Any, *names: str) -> None:
     for name in names:
         if getattr(obj, name) <= 0:
             raise ConfigError(f"{name} must be > 0, got {getattr(obj, name)!r}")
+
+
+def _share(obj: Any, *names: str) -> None:
+    """Probabilities, margins and rates: between 0 and 1 where set."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
 
 
 # --------------------------------------------------------------------------- loading

@@ -37,6 +37,19 @@ def test_wrong_type_and_range_name_the_key():
         load_settings(overrides=["delta.engine=fast"])
 
 
+@pytest.mark.parametrize("override", [
+    "price_match.min_probability=7", "dedup.min_probability=-0.1", "match.threshold=1.5",
+    "match.uncertainty_margin=2", "review.uncertainty_margin=-1", "ingest.max_quarantine_share=1.01",
+    "generate.overlap=3",
+])
+def test_probabilities_and_shares_must_lie_between_0_and_1(override):
+    key, value = override.split("=")
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=rf"{section}: {name} must be between 0 and 1, got {float(value)!r}"):
+        load_settings(overrides=[override])
+    assert getattr(getattr(load_settings(overrides=[f"{key}=0.5"]), section), name) == 0.5
+
+
 def test_conf_file_errors(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml")
