@@ -96,6 +96,20 @@ def test_bad_folders_say_what_is_expected(tmp_path, tables_layout):
         load_benchmark(tables_layout)
 
 
+@pytest.mark.parametrize("label", ["x", "7", ""])
+def test_a_label_that_is_not_0_or_1_is_refused_with_its_file_and_line(tables_layout, pairs_layout, label):
+    (tables_layout / "test.csv").write_text(f"ltable_id,rtable_id,label\n1,0,0\n0,0,{label}\n")
+    shown = "empty" if label == "" else repr(label)
+    with pytest.raises(InputError, match=rf"test.csv: line 3: label {shown} is not 0 or 1 \(1 such rows\)"):
+        load_benchmark(tables_layout)
+    a, b = _offer(1, 10, "Fenix 21700 battery"), _offer(2, 10, "Fenix 5000mAh 21700")
+    with gzip.open(pairs_layout / "x80cc20rnd000un_gs.json.gz", "wt") as fh:
+        rec = {f"{k}_left": v for k, v in b.items()} | {f"{k}_right": v for k, v in a.items()}
+        fh.write(json.dumps(rec | {"pair_id": "2#1", "label": 2, "is_hard_negative": False}) + "\n")
+    with pytest.raises(InputError, match=r"x80cc20rnd000un_gs.json.gz: line 1: label '2' is not 0 or 1"):
+        load_benchmark(pairs_layout)
+
+
 def test_load_benchmark_writes_products_and_pairs_and_replaces_on_reload(settings, tables_layout, pairs_layout):
     for _ in range(2):
         load_benchmark_tables(None, settings, path=str(tables_layout), run_id="r1")

@@ -185,6 +185,18 @@ def _table_listings(csv: Path, source: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PRODUCT_COLUMNS)
 
 
+def _labels(values: pd.Series, file: Path | str, first_line: int) -> pd.Series:
+    """0/1 labels as int32; any other value is refused with its file and line, not cast or
+    counted as a match."""
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = ~parsed.isin([0, 1])
+    if bad.any():
+        i = int(bad.to_numpy().nonzero()[0][0])
+        value = "empty" if pd.isna(values.iloc[i]) else repr(str(values.iloc[i]))
+        raise InputError(f"{file}: line {i + first_line}: label {value} is not 0 or 1 ({int(bad.sum())} such rows)")
+    return parsed.astype("int32")
+
+
 def _load_tables(p: Path, name: str) -> Benchmark:
     bench = Benchmark(name, "tables", pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
     bench.left = _table_listings(p / "tableA.csv", bench.left_source)
@@ -200,7 +212,7 @@ def _load_tables(p: Path, name: str) -> Benchmark:
             raise InputError(f"{p / file}: missing columns {sorted(missing)}")
         frames.append(pd.DataFrame({
             "left_id": df["ltable_id"].str.strip(), "right_id": df["rtable_id"].str.strip(),
-            "label": df["label"].astype("int32"), "split": split,
+            "label": _labels(df["label"], p / file, first_line=2), "split": split,
         }))
     if not frames:
         raise InputError(f"{p}: no pair splits (train.csv, valid.csv, test.csv)")
@@ -228,6 +240,8 @@ def _load_pairs(p: Path, name: str) -> Benchmark:
             df = pd.read_json(file, lines=True, dtype=False, compression="gzip")
         except ValueError as exc:
             raise InputError(f"{file}: not gzip JSON lines ({exc})") from None
+        if "label" in df:
+            df["label"] = _labels(df["label"], file, first_line=1)
         df["split"] = split
         frames.append(df)
     data = pd.concat(frames, ignore_index=True)
