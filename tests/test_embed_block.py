@@ -128,7 +128,7 @@ def test_incremental_embedding_re_embeds_only_what_changed(spark, setup):
 
 
 def test_clear_errors_before_anything_is_written(spark, setup, tmp_path):
-    with pytest.raises(InputError, match="no listings of source"):
+    with pytest.raises(InputError, match=r"no listings of source\(s\) \['nobody'\].*sources there: \['ours', 'theirs'\]"):
         embed(spark, setup, sources=["nobody"], run_id="r1")
     embed(spark, setup, sources=["ours"], run_id="r1")
     with pytest.raises(InputError, match="no embeddings for source 'theirs'.*embed --source theirs"):

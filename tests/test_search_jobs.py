@@ -143,3 +143,11 @@ def test_ingest_events_quarantines_bad_rows_with_reasons(spark, base, warehouse,
     assert not len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "log2")]))
     assert len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "sim")])) == sim_before
     assert len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "log1")])) == 9
+    # A source products does not hold: refused before the log is read, not every event quarantined.
+    log.write_text(EVENTS)
+    assert main([*base, "ingest-events", "--input", str(log), "--source", "nosuch", "--run-id", "log3"]) == 2
+    sources = sorted(set(delta.read_pandas(warehouse, "products", columns=["source"])["source"]))
+    assert f"products has no listings of source 'nosuch' (sources there: {', '.join(sources)})" in \
+        capsys.readouterr().err
+    assert not delta.table_exists(warehouse, "search_events_quarantine") or not len(delta.read_pandas(
+        warehouse, "search_events_quarantine", filters=[("run_id", "=", "log3")]))

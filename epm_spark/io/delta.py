@@ -220,6 +220,12 @@ def table_version(warehouse: str | os.PathLike[str], table: str) -> int | None:
     return _open(warehouse, table).version() if table_exists(warehouse, table) else None
 
 
+def partition_values(warehouse: str | os.PathLike[str], table: str, column: str) -> set[str]:
+    """The values of partition column ``column`` that hold rows now, from the table's log (no data is
+    read): which sources ``products`` has, before a job reads a file of them."""
+    return {p[column] for p in _open(warehouse, table).partitions()}
+
+
 def _check_readable(dt, table: str) -> None:
     protocol = dt.protocol()
     features = set(protocol.reader_features or [])

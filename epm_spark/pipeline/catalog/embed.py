@@ -116,8 +116,9 @@ def embed(spark: SparkSession, settings: Settings, *, sources: list[str], run_id
     present = {r["source"]: r["n"] for r in products.groupBy("source").agg(F.count(F.lit(1)).alias("n")).collect()}
     missing = [s for s in sources if not present.get(s)]
     if missing:
+        there = delta.partition_values(wh, "products", "source")
         raise InputError(f"products has no listings of source(s) {missing}; ingest them first "
-                         f"(sources there: {sorted(present) or 'none'})")
+                         f"(sources there: {sorted(there) or 'none'})")
 
     def hash_rows(batches):
         for pdf in batches:

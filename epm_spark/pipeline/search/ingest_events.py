@@ -67,6 +67,10 @@ def ingest_events(spark: SparkSession, settings: Settings, *, input_path: str, s
     wh = settings.warehouse
     if not delta.table_exists(wh, "products"):
         raise InputError("the warehouse has no products table; ingest the catalog the events refer to first")
+    sources = delta.partition_values(wh, "products", "source")
+    if source not in sources:  # else every event would be read, then quarantined as an unknown product
+        raise InputError(f"products has no listings of source {source!r} (sources there: "
+                         f"{', '.join(sorted(sources)) or 'none'}); ingest the catalog the events refer to first")
     raw = read_catalog(spark, input_path, fmt, settings.ingest)
     input_columns = [c for c in raw.columns if c not in (CORRUPT, FILE, ROW)]
     columns = resolve_event_columns(input_columns)
