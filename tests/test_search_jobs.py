@@ -143,6 +143,8 @@ def test_ingest_events_quarantines_bad_rows_with_reasons(spark, base, warehouse,
     assert not len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "log2")]))
     assert len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "sim")])) == sim_before
     assert len(delta.read_pandas(warehouse, "search_events", filters=[("run_id", "=", "log1")])) == 9
+    assert main([*base, "train-ranker", "--events-run-id", "nosuch"]) == 2
+    assert "search_events holds no run 'nosuch' (runs there: log1, sim)" in capsys.readouterr().err
     # A source products does not hold: refused before the log is read, not every event quarantined.
     log.write_text(EVENTS)
     assert main([*base, "ingest-events", "--input", str(log), "--source", "nosuch", "--run-id", "log3"]) == 2

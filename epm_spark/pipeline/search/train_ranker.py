@@ -31,12 +31,15 @@ def read_engagement(settings: Settings, source: str, events_run_id: str | None =
     for table in ("search_events", "products"):
         if not delta.table_exists(wh, table):
             raise InputError(f"the warehouse has no {table} table; run generate-search-log or ingest-events first")
+    # From the tables' logs, before millions of events are read.
+    if source not in delta.partition_values(wh, "products", "source"):
+        raise InputError(f"products has no listings of source {source!r}")
+    if events_run_id and events_run_id not in (runs := delta.partition_values(wh, "search_events", "run_id")):
+        raise InputError(f"search_events holds no run {events_run_id!r} (runs there: {', '.join(sorted(runs))})")
     filters = [("run_id", "=", events_run_id)] if events_run_id else None
     events = delta.read_pandas(wh, "search_events", columns=["query", "product_id", "impressed", "clicked",
                                                              "added_to_cart", "purchased"], filters=filters)
     products = delta.read_pandas(wh, "products", filters=[("source", "=", source)])
-    if products.empty:
-        raise InputError(f"products has no listings of source {source!r}")
     return with_texts(aggregate_events(events), products, settings.ranker.with_price)
 
 
