@@ -41,6 +41,19 @@ def test_a_bad_query_gets_the_sql_error(spark, settings):
         run_sql(spark, settings, "SELECT * FROM candidates", out=io.StringIO())
 
 
+@pytest.mark.parametrize("statement", ["DROP TABLE products", "DELETE FROM products",
+                                       "-- tidy up\n  insert into products select * from products",
+                                       "/* x */ TRUNCATE TABLE products"])
+def test_statements_that_would_change_a_table_are_refused(spark, settings, statement):
+    delta.write_pandas(settings.warehouse, "products", products(2), "overwrite")
+    version = delta.table_version(settings.warehouse, "products")
+    keyword = statement.split("\n")[-1].replace("/* x */", "").split()[0].upper()
+    with pytest.raises(InputError, match=f"epm-spark sql only reads the warehouse: {keyword} refused"):
+        run_sql(spark, settings, statement, out=io.StringIO())
+    assert run_sql(spark, settings, "SELECT * FROM products", out=io.StringIO()) == 2
+    assert delta.table_version(settings.warehouse, "products") == version
+
+
 def test_spark_sql_catalog_folder_is_kept_in_the_warehouse(spark, session_warehouse, settings):
     # Not ./spark-warehouse wherever a job happens to be started.
     assert spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:") == sql_warehouse_dir(session_warehouse)

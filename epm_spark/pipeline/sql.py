@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from typing import IO, TYPE_CHECKING
 
 from epm_spark.config import Settings
@@ -38,10 +39,20 @@ def register_views(spark: SparkSession, settings: Settings) -> list[str]:
     return names
 
 
+# Statements that would change a table. The views are snapshots: a DROP would drop the view and
+# print "(0 rows)", a DELETE fail deep in Spark; tables change only through the jobs' Delta commits.
+_WRITING = {"ALTER", "CREATE", "DELETE", "DROP", "INSERT", "LOAD", "MERGE", "REPLACE", "TRUNCATE", "UPDATE"}
+_LEADING = re.compile(r"\s*(?:--[^\n]*\n|/\*.*?\*/|\s)*(\w+)", re.DOTALL)
+
+
 def query(spark: SparkSession, settings: Settings, sql: str) -> DataFrame:
     """The result of ``sql`` over the warehouse views; :class:`InputError` with the SQL error if it fails."""
     from pyspark.errors import PySparkException
 
+    first = _LEADING.match(sql)
+    if first and first.group(1).upper() in _WRITING:
+        raise InputError(f"epm-spark sql only reads the warehouse: {first.group(1).upper()} refused (tables change "
+                         "through the jobs, e.g. ingest, match, vacuum)")
     views = register_views(spark, settings)
     try:
         return spark.sql(sql)
