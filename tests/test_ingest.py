@@ -134,6 +134,18 @@ def test_inputs_that_cannot_be_read(spark, settings, tmp_path):
         run(spark, settings, empty, source="our shop")
 
 
+@pytest.mark.parametrize("fmt, reason", [
+    ("parquet", r"cannot read .*export.csv as parquet \(\[FAILED_READ_FILE.*\); name its format with --format"),
+    ("delta", r"cannot read .*export.csv as delta \(.*_delta_log\); name its format with --format"),
+    ("json", r"cannot read .*export.csv as json: no line is a JSON object; name its format with --format"),
+])
+def test_a_wrong_format_is_one_line_and_writes_nothing(spark, settings, messy_csv, fmt, reason):
+    with pytest.raises(InputError, match=reason) as info:
+        ingest(spark, settings, input_path=str(messy_csv), source="ours", fmt=fmt, run_id="r1")
+    assert "\n" not in str(info.value) and "\tat " not in str(info.value)
+    assert not delta.table_exists(settings.warehouse, "products")
+
+
 def test_a_rejected_row_does_not_claim_its_id(spark, settings, tmp_path):
     path = tmp_path / "first_row_bad.csv"
     path.write_text("sku,name,price\n"

@@ -11,6 +11,7 @@ import csv
 import glob
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,12 +107,17 @@ def read_catalog(spark: SparkSession, path: str, fmt: str | None, settings: Inge
     elif fmt == "json":
         df = (spark.read.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT)
               .option("encoding", settings.csv_encoding).json(path))
-    elif fmt == "parquet":
-        df = spark.read.parquet(path)
-    elif fmt == "delta":
+        if set(df.columns) <= {CORRUPT}:
+            raise InputError(f"cannot read {path} as json: no line is a JSON object; name its format with --format")
+    elif fmt in ("parquet", "delta"):
         from epm_spark.io.delta import read_path
 
-        df = read_path(spark, path)
+        try:
+            df = spark.read.parquet(path) if fmt == "parquet" else read_path(spark, path)
+        except InputError:
+            raise
+        except Exception as exc:  # Spark and delta-rs raise Java, Python and OS errors for the same mistake
+            raise _cannot_read(path, fmt, exc) from None
     else:
         raise InputError(f"unknown format {fmt!r}; use csv, parquet, json or delta")
     if CORRUPT not in df.columns:
@@ -128,6 +134,14 @@ def read_catalog(spark: SparkSession, path: str, fmt: str | None, settings: Inge
             as_text.append(col.cast("string").alias(f.name))
     df = df.select(*as_text, F.col(CORRUPT))
     return with_row_numbers(df)
+
+
+def _cannot_read(path: str, fmt: str, exc: BaseException) -> InputError:
+    """One line for a file the reader refused: the engine's message, without its stack trace."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m|↳", "", ln).strip(" :") for ln in str(exc).splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("at ")]
+    reason = next((ln.split("Exception: ", 1)[1] for ln in lines if "Exception: " in ln), "; ".join(lines[:3]))
+    return InputError(f"cannot read {path} as {fmt} ({reason[:300]}); name its format with --format")
 
 
 def with_row_numbers(df: DataFrame) -> DataFrame:
