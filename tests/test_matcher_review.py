@@ -230,6 +230,9 @@ def test_teach_review_and_training_set_through_the_warehouse(frame, tmp_path, ca
     assert len(read_pandas(warehouse, "rationales")) == len(frame)
 
     out = tmp_path / "queue.jsonl"
+    assert main(["--warehouse", warehouse, "review", "export", "--out", str(out), "--benchmark", "hrad"]) == 2
+    assert "rationales holds no benchmark 'hrad' (benchmarks there: hard)" in capsys.readouterr().err
+    assert not out.exists()
     assert main(["--warehouse", warehouse, "review", "export", "--out", str(out), "--status", "auto_agreed"]) == 0
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(lines) == len(frame) and lines[0]["left_title"]

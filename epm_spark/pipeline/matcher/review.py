@@ -24,6 +24,11 @@ def export_review(settings: Settings, out: str | Path, *, benchmark: str | None 
                   statuses: tuple[str, ...] = ("pending",)) -> tuple[Path, int]:
     """Write the review queue to ``out`` (.csv or .jsonl); returns the path and the number of rows."""
     rationales = read_rationales(settings.warehouse, benchmark)
+    if rationales.empty and benchmark:  # a mistyped benchmark, not an empty queue
+        taught = delta.partition_values(settings.warehouse, "rationales", "benchmark")
+        if benchmark not in taught:
+            raise InputError(f"rationales holds no benchmark {benchmark!r} (benchmarks there: "
+                             f"{', '.join(sorted(taught)) or 'none'}); teach it first: epm-spark teach --benchmark NAME")
     products = None
     if delta.table_exists(settings.warehouse, "products") and not rationales.empty:
         sources = sorted(set(rationales["left_source"]) | set(rationales["right_source"]))
