@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from epm_spark.config import Settings
+from epm_spark.config import IngestSettings, Settings
 from epm_spark.errors import ConfigError, InputError, worker_errors
 from epm_spark.io import delta
 from epm_spark.io.readers import CORRUPT, FILE, ROW, input_format, read_catalog
@@ -76,7 +76,7 @@ def parse_column_map(assignments: list[str]) -> dict[str, str]:
     return mapping
 
 
-def _rules(settings: Settings, currency: str | None):
+def _rules(settings: Settings, currency: str | None) -> IngestSettings:
     if currency is None:
         return settings.ingest
     try:

@@ -170,12 +170,18 @@ def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[s
 
 
 def _check_plan(settings: Settings, plan: NightlyPlan) -> None:
-    """Refuse a missing export, an unknown currency, a mistyped encoder or matcher before the first
-    step, not hours later at its own (and not after the exports before it were ingested)."""
+    """Refuse a missing export, an unknown currency, a mistyped encoder or matcher, a vacuum the
+    warehouse cannot run, before the first step: not hours later at its own, and not after the
+    exports before it were ingested."""
     from epm_spark.models.encoder.model import resolve_backbone
     from epm_spark.pipeline.catalog.ingest import check_export
     from epm_spark.pipeline.catalog.match import resolve_matcher_model
 
+    if "vacuum" in plan.steps:
+        try:
+            check_vacuumable(settings.warehouse)
+        except InputError as exc:
+            raise ConfigError(f"steps: {exc}; or leave vacuum out of the plan's steps") from None
     if "ingest" in plan.steps:
         for source, export in plan.exports.items():
             try:
@@ -201,11 +207,6 @@ def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, r
     from epm_spark.pipeline.runs import recorded, succeeded_steps
 
     check_partition_value("run_id", run_id)
-    if "vacuum" in plan.steps:
-        try:
-            check_vacuumable(settings.warehouse)
-        except InputError as exc:
-            raise ConfigError(f"steps: {exc}; or leave vacuum out of the plan's steps") from None
     _check_plan(settings, plan)
     night = NightlyReport(run_id)
     arguments = {"plan": repr(plan), "force": force}
