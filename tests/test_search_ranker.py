@@ -222,3 +222,37 @@ def test_heads_reading_the_coverage_start_at_its_logistic_fit_and_keep_it_when_s
     (folder / "ranker.json").write_text(json.dumps({**card, "lexical": ["bm25"]}))
     with pytest.raises(InputError, match=r"coverage features \['bm25'\]"):
         read_card(folder)
+
+
+def test_a_killed_training_resumes_from_its_checkpoint_to_the_same_model(tiny_backbone, tmp_path, monkeypatch):
+    import epm_spark.models.search.train as train_module
+
+    settings = RankerSettings(backbone=tiny_backbone, batch_size=16, bf16=False, checkpoint_every=4)
+    whole = MultiTaskRanker.from_backbone(settings)
+    expected = fit(whole, pairs_frame(), settings, max_steps=10)
+
+    real_progress = train_module.progress
+
+    def killed_after_six(steps, **kwargs):
+        for step in real_progress(steps, **kwargs):
+            if step == 6:
+                raise KeyboardInterrupt
+            yield step
+
+    checkpoints = tmp_path / "checkpoints"
+    monkeypatch.setattr(train_module, "progress", killed_after_six)
+    with pytest.raises(KeyboardInterrupt):
+        fit(MultiTaskRanker.from_backbone(settings), pairs_frame(), settings, max_steps=10, checkpoints=checkpoints)
+    assert torch.load(checkpoints / "state.pt", weights_only=False)["step"] == 4  # the last one before the kill
+    monkeypatch.setattr(train_module, "progress", real_progress)
+
+    resumed = MultiTaskRanker.from_backbone(settings)
+    info = fit(resumed, pairs_frame(), settings, max_steps=10, checkpoints=checkpoints)
+    assert info["resumed_at_step"] == 4 and info["steps"] == expected["steps"] > 6
+    assert info["loss_history"] == expected["loss_history"]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    # Another plan (other settings) does not take this checkpoint: it starts afresh.
+    other = RankerSettings(backbone=tiny_backbone, batch_size=8, bf16=False, checkpoint_every=4)
+    assert fit(MultiTaskRanker.from_backbone(other), pairs_frame(), other, max_steps=2,
+               checkpoints=checkpoints)["resumed_at_step"] is None

@@ -72,6 +72,8 @@ class RankerSettings:
     # ranker trains 1.5x slower under it; epm_spark/models/precision.py).
     bf16: bool = True
     seed: int = 0
+    # Steps between checkpoints (the model folder's checkpoints/): a killed run resumes from the last.
+    checkpoint_every: int = 200
     models_dir: str = "models/ranker"
     inference_batch_size: int = 64
     device: str = "auto"
@@ -90,7 +92,7 @@ class RankerSettings:
             if bad or any(v < 0 for v in getattr(self, name).values()):
                 raise ConfigError(f"ranker.{name}: weights >= 0 for {', '.join(TASKS)}; got {getattr(self, name)}")
         for name in ("max_length", "tower_hidden", "max_train_queries", "batch_size", "inference_batch_size",
-                     "bootstrap_resamples"):
+                     "bootstrap_resamples", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"ranker.{name} must be > 0")
         if self.train_layers < 0:

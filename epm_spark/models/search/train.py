@@ -9,9 +9,13 @@ ever seen in training. The default budget takes the listings of at most
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +33,8 @@ from epm_spark.progress import progress
 __all__ = ["aggregate_events", "with_texts", "training_pairs", "fit", "COUNT_COLUMNS"]
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_FILE = "state.pt"
 
 # Task -> its count column in aggregated engagement.
 COUNT_COLUMNS = {"click": "clicks", "cart": "carts", "purchase": "purchases"}
@@ -154,9 +160,40 @@ def _query_batches(pairs: pd.DataFrame, batch_size: int, rng: np.random.Generato
             yield np.concatenate(idx)
 
 
+def _plan_digest(pairs: pd.DataFrame, settings: RankerSettings, tasks: list[str], steps: int) -> str:
+    """What a checkpoint must share with a run to be resumed by it: the pairs, settings and plan."""
+    h = hashlib.sha1(json.dumps([dataclasses.asdict(settings), tasks, steps], sort_keys=True, default=str).encode())
+    h.update(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _load_checkpoint(folder: Path, digest: str) -> dict[str, Any] | None:
+    file = folder / CHECKPOINT_FILE
+    if not file.exists():
+        return None
+    state = torch.load(file, map_location="cpu", weights_only=False)
+    if state.get("digest") != digest:
+        log.warning("ranker checkpoint %s is of another run (other pairs or settings); starting afresh", file)
+        return None
+    log.info("resuming the ranker's training after step %d from %s", state["step"], file)
+    return state
+
+
+def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (CHECKPOINT_FILE + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(folder / CHECKPOINT_FILE)  # a run killed mid-save keeps the previous checkpoint
+
+
 def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *,
-        max_steps: int | None = None) -> dict[str, Any]:
-    """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records."""
+        max_steps: int | None = None, checkpoints: str | Path | None = None) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``pairs`` (``query, text, impressions`` and the count columns); what the card records.
+
+    With ``checkpoints``, the state (weights, optimizer, schedule, random streams, loss history) is
+    saved there every ``settings.checkpoint_every`` steps, and a run over the same pairs and
+    settings resumes from it: the result is the one an uninterrupted run gives.
+    """
     tasks = model.card.tasks
     needed = {"query", "text", "impressions", *(COUNT_COLUMNS[t] for t in tasks)}
     if model.reads_similarity:
@@ -206,7 +243,19 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
     batches = (_query_batches(pairs, settings.batch_size, rng) if listwise is not None
                else _pair_batches(len(pairs), settings.batch_size, rng))
     query_index = pd.factorize(pairs["query"])[0] if listwise is not None else None
-    bar = progress(range(steps), desc=f"train ranker ({model.card.name})", unit="step")
+    first, earlier_seconds = 0, 0.0
+    folder = Path(checkpoints) if checkpoints is not None else None
+    digest = _plan_digest(pairs[sorted(needed)], settings, tasks, steps) if folder is not None else ""
+    state = _load_checkpoint(folder, digest) if folder is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        first, history, window, earlier_seconds = state["step"], state["history"], state["window"], state["seconds"]
+        for _ in range(first):  # the batch order is drawn from the seed: replay it to where the run stopped
+            next(batches)
+    bar = progress(range(first, steps), desc=f"train ranker ({model.card.name})", unit="step")
     for step in bar:
         idx = next(batches)
         batch = model.tokenize([queries[i] for i in idx], [texts[i] for i in idx])
@@ -235,11 +284,17 @@ def fit(model: MultiTaskRanker, pairs: pd.DataFrame, settings: RankerSettings, *
             window = []
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=history[-1]["loss"])
+        if folder is not None and (step + 1) % settings.checkpoint_every == 0 and step + 1 < steps:
+            _save_checkpoint(folder, {
+                "digest": digest, "step": step + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
+                "window": window, "seconds": earlier_seconds + time.monotonic() - start})
     model.eval()
-    seconds = time.monotonic() - start
+    seconds = earlier_seconds + time.monotonic() - start
     log.info("ranker %s: %d steps over %d pairs in %.0f s; loss %s -> %s", model.card.name, steps, len(pairs),
              seconds, history[0]["loss"], history[-1]["loss"])
     return {"pairs": len(pairs), "queries": int(pairs["query"].nunique()), "impressions": int(n_total),
+            "resumed_at_step": first or None,
             "steps": steps, "epochs": round(steps / per_epoch, 2), "trainable_layers": trainable_layers, "batch_size": settings.batch_size,
             "bf16": autocast, "loss_history": history, "seconds": round(seconds, 1),
             "pairs_per_s": round(steps * settings.batch_size / seconds, 1) if seconds else None,

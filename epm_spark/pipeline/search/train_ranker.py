@@ -61,8 +61,8 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
                  max_steps: int | None = None, max_queries: int | None = None):
     """Train and save one ranker; returns (card, folder)."""
     from epm_spark.models.encoder.model import resolve_backbone
-    from epm_spark.models.matcher.model_folder import next_version
-    from epm_spark.models.search.ranker import MultiTaskRanker, variant_name
+    from epm_spark.models.search.ranker import CARD_FILE, MultiTaskRanker, variant_name
+    from epm_spark.pipeline.matcher.train_matcher import unfinished_or_next
     from epm_spark.models.search.settings import RankerSettings
     from epm_spark.models.search.train import fit, training_pairs
 
@@ -85,9 +85,10 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
         similarity, similarity_encoder = retrieval_similarity(settings, source, set(pairs["product_id"]))
         pairs = pairs.assign(similarity=similarity(pairs["query"].tolist(), pairs["product_id"].tolist()))
     model = MultiTaskRanker.from_backbone(rs, similarity_encoder=similarity_encoder)
-    info = fit(model, pairs, rs, max_steps=max_steps)
     name = variant_name(rs.tasks, rs.chain)
-    folder = Path(out) if out else next_version(rs.models_dir, name)
+    # A killed run left its folder without a card: the same command resumes it from its checkpoints.
+    folder = Path(out) if out else unfinished_or_next(rs.models_dir, name, finished=lambda p: (p / CARD_FILE).is_file())
+    info = fit(model, pairs, rs, max_steps=max_steps, checkpoints=folder / "checkpoints")
     model.card.training = {**info, "source": source, "events_run_id": events_run_id,
                            "split": {"valid_share": qs.valid_share, "test_share": qs.test_share},
                            "settings": dataclasses.asdict(rs), "total_seconds": round(time.monotonic() - start, 1)}
