@@ -62,9 +62,9 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
     """Train and save one ranker; returns (card, folder)."""
     from epm_spark.models.encoder.model import resolve_backbone
     from epm_spark.models.search.ranker import CARD_FILE, MultiTaskRanker, variant_name
-    from epm_spark.pipeline.matcher.train_matcher import unfinished_or_next
     from epm_spark.models.search.settings import RankerSettings
     from epm_spark.models.search.train import fit, training_pairs
+    from epm_spark.pipeline.matcher.train_matcher import unfinished_or_next
 
     start = time.monotonic()
     rs: RankerSettings = settings.ranker
