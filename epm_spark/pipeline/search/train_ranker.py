@@ -61,6 +61,7 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
                  max_steps: int | None = None, max_queries: int | None = None):
     """Train and save one ranker; returns (card, folder)."""
     from epm_spark.models.encoder.model import resolve_backbone
+    from epm_spark.models.matcher.model_folder import is_model_folder
     from epm_spark.models.search.ranker import CARD_FILE, MultiTaskRanker, variant_name
     from epm_spark.models.search.settings import RankerSettings
     from epm_spark.models.search.train import fit, training_pairs
@@ -87,7 +88,8 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
     model = MultiTaskRanker.from_backbone(rs, similarity_encoder=similarity_encoder)
     name = variant_name(rs.tasks, rs.chain)
     # A killed run left its folder without a card: the same command resumes it from its checkpoints.
-    folder = Path(out) if out else unfinished_or_next(rs.models_dir, name, finished=lambda p: (p / CARD_FILE).is_file())
+    folder = Path(out) if out else unfinished_or_next(rs.models_dir, name,
+                                                      finished=lambda p: is_model_folder(p, CARD_FILE))
     info = fit(model, pairs, rs, max_steps=max_steps, checkpoints=folder / "checkpoints")
     model.card.training = {**info, "source": source, "events_run_id": events_run_id,
                            "split": {"valid_share": qs.valid_share, "test_share": qs.test_share},

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from epm_spark.errors import InputError
+from epm_spark.models.encoder.model import resolve_backbone
 from epm_spark.models.matcher.cascade.cascade import CASCADE_FILE, CE_FEATURE, KNOWN_FILE, STUDENT_FEATURE, TFIDF_FILE
 from epm_spark.models.matcher.cascade.combiner import Combiner, fit_combiner, logit, sigmoid
 from epm_spark.models.matcher.cascade.cross_encoder import CrossEncoder, train_cross_encoder
@@ -52,7 +53,6 @@ from epm_spark.models.matcher.evaluation import (
 from epm_spark.models.matcher.model_folder import MatcherCard, is_model_folder, read_card, write_card
 from epm_spark.models.matcher.settings import SHORT_SYSTEM, MatcherSettings
 from epm_spark.models.matcher.supervision.teacher import AgenticTeacher, agreement
-from epm_spark.models.encoder.model import resolve_backbone
 from epm_spark.models.matcher.student.model import check_student
 from epm_spark.models.matcher.student.training import balanced_sample
 
