@@ -36,7 +36,10 @@ def spark(session_warehouse):
 
 @pytest.fixture
 def warehouse(tmp_path) -> str:
-    return str(tmp_path / "warehouse")
+    """An empty warehouse folder: only the verbs that start a warehouse accept a missing one."""
+    path = tmp_path / "warehouse"
+    path.mkdir()
+    return str(path)
 
 
 @pytest.fixture

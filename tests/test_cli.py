@@ -41,6 +41,21 @@ def test_user_errors_exit_2_with_one_line(spark, warehouse, capsys):
     assert "TABLE_OR_VIEW_NOT_FOUND" in capsys.readouterr().err
 
 
+def test_a_mistyped_warehouse_is_refused_not_created(tmp_path, capsys):
+    typo = tmp_path / "warehuose"
+    for verb in (["embed", "--source", "ours"], ["tables"], ["sql", "SELECT 1"], ["train-ranker"],
+                 ["evaluate", "ranking", "--model", str(tmp_path / "ranker")]):
+        assert main(["--warehouse", str(typo), *verb]) == 2, verb
+        err = capsys.readouterr().err
+        assert f"warehouse {typo} does not exist; check --warehouse" in err and "Traceback" not in err, verb
+        assert not typo.exists(), verb
+    # A verb that starts a warehouse creates it; one that reads only benchmark folders never looks.
+    assert main(["--warehouse", str(typo), "generate", "--products", "20", "--competitors", "0",
+                 "--out", str(tmp_path / "exports")]) == 0
+    assert typo.is_dir()
+    assert main(["--warehouse", str(tmp_path / "other"), "schema"]) == 0
+
+
 def test_java_missing_or_too_old_says_how_to_install(monkeypatch, tmp_path):
     fake = tmp_path / "jdk" / "bin"
     fake.mkdir(parents=True)

@@ -78,6 +78,7 @@ def test_bad_stage_is_refused(capsys):
 
 
 def test_missing_tables_are_one_clear_line(backbone, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
     code = main(["--warehouse", str(tmp_path / "empty"), *tiny_settings(backbone), "train-encoder",
                  "--stage", "contrastive"])
     assert code == 2

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from epm_spark import __version__
 from epm_spark.cli import catalog, evaluate, matcher, search, warehouse
 from epm_spark.cli.common import default_run_id
 from epm_spark.config import Settings, load_settings
-from epm_spark.errors import EpmError
+from epm_spark.errors import EpmError, InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,12 +50,37 @@ def setup_logging(verbose: bool = False) -> None:
 _UNRECORDED = {"sql", "tables", "schema", "runs", "evaluate", "review export", "review serve", "nightly"}
 
 
+# Verbs that may start a warehouse, and verbs that never open one. Every other verb refuses a
+# warehouse folder that is not there: a mistyped --warehouse would otherwise be created for the
+# verb's job_runs row (or Spark's SQL catalog) before the verb found no table in it.
+_STARTS_WAREHOUSE = {"generate", "ingest", "load-benchmark", "generate-search-log", "nightly",
+                     "train-judge"}  # train-judge --from-benchmarks reads benchmark folders only
+_NO_WAREHOUSE = {"schema", "evaluate teacher", "evaluate matching", "evaluate retrieval", "evaluate blocking",
+                 "evaluate pipeline"}  # benchmark folders and scratch warehouses
+
+
 def _job_name(args: argparse.Namespace) -> str | None:
     name = f"{args.verb} {args.action}" if getattr(args, "action", None) else args.verb
     return None if name in _UNRECORDED else name.replace(" ", "-")
 
 
+def _check_warehouse(args: argparse.Namespace, settings: Settings) -> None:
+    if args.verb in _STARTS_WAREHOUSE:
+        return
+    if f"{args.verb} {getattr(args, 'evaluation', '')}".strip() in _NO_WAREHOUSE:
+        return
+    warehouse = str(settings.warehouse)
+    if "://" in warehouse and not warehouse.startswith("file://"):
+        return  # an object store has no folders to check; its tables are checked by name
+    if not Path(warehouse.removeprefix("file://")).is_dir():
+        raise InputError(
+            f"warehouse {warehouse} does not exist; check --warehouse (or $EPM_WAREHOUSE); "
+            "generate, ingest, load-benchmark, generate-search-log and nightly start a new one"
+        )
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    _check_warehouse(args, settings)
     job = _job_name(args)
     if job is None:
         return int(args.func(args, settings) or 0)
