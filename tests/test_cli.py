@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 from epm_spark.cli import main
+from epm_spark.io import delta
 from epm_spark.spark import MIN_JAVA, check_java
 from epm_spark.errors import EnvironmentProblem
 
@@ -121,6 +122,28 @@ def test_nightly_plan_errors_are_one_line(tmp_path, warehouse, capsys, plan, mes
     assert main(["--warehouse", warehouse, "nightly", "--plan", str(path)]) == 2
     err = capsys.readouterr().err
     assert message.format(path=path) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ingest_and_nightly_check_their_exports_before_spark_starts(tmp_path, warehouse, monkeypatch, capsys):
+    import epm_spark.cli.catalog
+    import epm_spark.cli.warehouse
+
+    def no_spark(settings):
+        raise AssertionError("Spark started before the inputs were checked")
+
+    monkeypatch.setattr(epm_spark.cli.warehouse, "spark_session", no_spark)
+    monkeypatch.setattr(epm_spark.cli.catalog, "spark_session", no_spark)
+    export = tmp_path / "a.csv"
+    export.write_text("sku,name\n1,Kettle\n")
+    assert main(["--warehouse", warehouse, "ingest", "--input", str(export), "--source", "ours",
+                 "--map", "product_id=sku", "--map", "title=titel"]) == 2
+    assert "--map title=titel: the input has no column 'titel'; columns: sku, name" in capsys.readouterr().err
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(f"exports: {{ours: {{path: {export}, column_map: {{product_id: sku, title: name}}}}, "
+                    f"competitor_a: {{path: {tmp_path / 'missing.csv'}}}}}\nsteps: [ingest]\n")
+    assert main(["--warehouse", warehouse, "nightly", "--plan", str(plan)]) == 2
+    assert "exports: competitor_a: input" in capsys.readouterr().err
+    assert delta.list_tables(warehouse) == ["job_runs"]  # the failed ingest attempt, and nothing else
 
 
 def test_shipped_nightly_plan_loads():

@@ -8,7 +8,7 @@ import pytest
 
 from epm_spark.errors import InputError
 from epm_spark.io import delta
-from epm_spark.pipeline.catalog.ingest import ingest, parse_column_map
+from epm_spark.pipeline.catalog.ingest import check_export, ingest, parse_column_map
 
 MESSY = (
     'sku,name,price,brand,colour\n'
@@ -94,6 +94,32 @@ def test_map_semicolons_and_json_lines(spark, settings, tmp_path):
     assert (report.products, report.quarantined) == (1, 1)
     got = delta.read_pandas(settings.warehouse, "products", filters=[("source", "=", "competitor_b")])
     assert got.price[0] == 1299.0 and got.attributes[0] == {"specs": '{"ports":7}'}
+
+
+def test_a_column_map_is_checked_against_the_header_without_spark(settings, tmp_path):
+    import deltalake
+
+    german = tmp_path / "a.csv"
+    german.write_text("artikelnummer;bezeichnung;preis\nA1;Kaffeemaschine;1.299,00\n")
+    good = {"product_id": "artikelnummer", "title": "bezeichnung"}
+    check_export(settings, str(german), None, None, good)
+    with pytest.raises(InputError, match="--map title=titel: the input has no column 'titel'; "
+                                         "columns: artikelnummer, bezeichnung, preis"):
+        check_export(settings, str(german), None, None, {**good, "title": "titel"})
+    with pytest.raises(InputError, match="no input column for product_id; columns are artikelnummer"):
+        check_export(settings, str(german), None, None)
+    frame = pd.DataFrame({"sku": ["p1"], "name": ["one"]})
+    frame.to_parquet(tmp_path / "in.parquet")
+    deltalake.write_deltalake(str(tmp_path / "table"), frame)
+    for path in (tmp_path / "in.parquet", tmp_path / "table"):
+        check_export(settings, str(path), None, None, {"product_id": "sku", "title": "name"})
+        with pytest.raises(InputError, match="the input has no column 'title'; columns: sku, name"):
+            check_export(settings, str(path), None, None, {"product_id": "sku", "title": "title"})
+    # JSON lines name their columns row by row: only reading them tells.
+    lines = tmp_path / "b.jsonl"
+    lines.write_text('{"sku": "B1"}\n{"sku": "B2", "name": "Hub"}\n')
+    check_export(settings, str(lines), None, None, {"product_id": "sku", "title": "name"})
+    assert not Path(settings.warehouse, "products").exists()
 
 
 def test_parquet_and_delta_inputs(spark, settings, tmp_path):

@@ -166,7 +166,9 @@ def test_a_night_with_a_mistyped_export_or_model_fails_before_its_first_step(spa
     # The second export is the bad one: ours used to be ingested before the night stopped.
     for export, error in ((Export(str(tmp_path / "missing.csv")), "exports: competitor_a: input .*missing.csv does not exist"),
                           (Export(exports["competitor_a"].path, COMPETITOR_A_MAP, "XYZ"),
-                           "exports: competitor_a: currency 'XYZ' is not a known ISO 4217 code")):
+                           "exports: competitor_a: currency 'XYZ' is not a known ISO 4217 code"),
+                          (Export(exports["competitor_a"].path, {**COMPETITOR_A_MAP, "title": "titel"}, "EUR"),
+                           "exports: competitor_a: --map title=titel: the input has no column 'titel'")):
         with pytest.raises(ConfigError, match=error):
             run_nightly(spark, settings, NightlyPlan({**exports, "competitor_a": export}, model=model), run_id="n1")
         assert delta.list_tables(settings.warehouse) == []

@@ -137,9 +137,10 @@ def add_nightly(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.catalog.nightly import load_plan, run_nightly
+        from epm_spark.pipeline.catalog.nightly import check_plan, load_plan, run_nightly
 
         plan = load_plan(args.plan)
+        check_plan(settings, plan)  # before Spark starts
         night = run_nightly(spark_session(settings), settings, plan, run_id=args.run_id or default_run_id(),
                             force=args.force)
         print()

@@ -42,10 +42,12 @@ def add_ingest(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.catalog.ingest import ingest, parse_column_map
+        from epm_spark.pipeline.catalog.ingest import check_export, ingest, parse_column_map
 
+        column_map = parse_column_map(args.map)
+        check_export(settings, args.input, args.format, args.currency, column_map)  # before Spark starts
         report = ingest(spark_session(settings), settings, input_path=args.input, source=args.source,
-                        fmt=args.format, column_map=parse_column_map(args.map), currency=args.currency,
+                        fmt=args.format, column_map=column_map, currency=args.currency,
                         run_id=args.run_id or default_run_id())
         show(report)
         return 0

@@ -21,7 +21,7 @@ from epm_spark.errors import InputError
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["detect_format", "input_format", "read_catalog", "with_row_numbers", "CORRUPT", "FILE", "ROW"]
+__all__ = ["detect_format", "export_columns", "input_format", "read_catalog", "with_row_numbers", "CORRUPT", "FILE", "ROW"]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +67,50 @@ def input_format(path: str, fmt: str | None = None) -> str:
     return fmt
 
 
-def _sniff_delimiter(path: str, encoding: str) -> str:
-    local = path[len("file://"):] if path.startswith("file://") else path
+def _first_file(path: str) -> str | None:
+    """The first data file of a local export (a file, a folder of files or a glob), else None."""
     if not _is_local(path):
+        return None
+    local = path.removeprefix("file://")
+    if os.path.isfile(local):
+        return local
+    pattern = os.path.join(local, "*") if os.path.isdir(local) else local
+    files = sorted(f for f in glob.glob(pattern)
+                   if os.path.isfile(f) and not os.path.basename(f).startswith((".", "_")))
+    return files[0] if files else None
+
+
+def export_columns(path: str, fmt: str, settings: IngestSettings) -> list[str] | None:
+    """The columns of a local CSV, Parquet or Delta export, read from its header or schema without
+    Spark; None where only reading the rows tells (JSON lines, compressed or remote files)."""
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        return [f.name for f in DeltaTable(path.removeprefix("file://")).schema().fields] if _is_local(path) else None
+    first = _first_file(path)
+    if first is None or first.endswith(".gz"):
+        return None
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(first).names)
+        except Exception:  # not Parquet after all: the reader reports it in its own words
+            return None
+    if fmt == "csv":
+        sep = settings.csv_delimiter or _sniff_delimiter(path, settings.csv_encoding)
+        with open(first, encoding=settings.csv_encoding, errors="replace", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=sep), None)
+        # Loosened (no byte-order mark, no padding) so that the check never refuses what Spark reads.
+        return [c.lstrip("\ufeff").strip() for c in header] if header else None
+    return None
+
+
+def _sniff_delimiter(path: str, encoding: str) -> str:
+    first = _first_file(path)
+    if first is None or first.endswith(".gz"):
         return ","
-    files = [local] if os.path.isfile(local) else sorted(
-        f for f in glob.glob(os.path.join(local, "*") if os.path.isdir(local) else local) if os.path.isfile(f))
-    if not files or files[0].endswith(".gz"):
-        return ","
-    with open(files[0], encoding=encoding, errors="replace", newline="") as fh:
+    with open(first, encoding=encoding, errors="replace", newline="") as fh:
         sample = fh.read(64 * 1024)
     try:
         return csv.Sniffer().sniff(sample.split("\n", 1)[0], delimiters=",;\t|").delimiter

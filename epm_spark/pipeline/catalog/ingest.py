@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from epm_spark.config import IngestSettings, Settings
 from epm_spark.errors import ConfigError, InputError, worker_errors
 from epm_spark.io import delta
-from epm_spark.io.readers import CORRUPT, FILE, ROW, input_format, read_catalog
+from epm_spark.io.readers import CORRUPT, FILE, ROW, export_columns, input_format, read_catalog
 from epm_spark.io.schemas import PRODUCTS, PRODUCTS_QUARANTINE, check_partition_value
 from epm_spark.io.validation import OUTPUT_COLUMNS, resolve_column_map, validate_batch
 from epm_spark.progress import spark_progress
@@ -86,11 +86,14 @@ def _rules(settings: Settings, currency: str | None) -> IngestSettings:
         raise InputError(f"currency {currency!r} is not a known ISO 4217 code or symbol (e.g. EUR, USD, £)") from None
 
 
-def check_export(settings: Settings, input_path: str, fmt: str | None, currency: str | None) -> None:
+def check_export(settings: Settings, input_path: str, fmt: str | None, currency: str | None,
+                 column_map: dict[str, str] | None = None) -> None:
     """What :func:`ingest` would refuse of an export before reading a row: a path that does not
-    exist, a format it cannot tell, an unknown currency."""
-    _rules(settings, currency)
-    input_format(input_path, fmt)
+    exist, a format it cannot tell, an unknown currency, a column map the header contradicts."""
+    rules = _rules(settings, currency)
+    columns = export_columns(input_path, input_format(input_path, fmt), rules)
+    if columns is not None:
+        resolve_column_map(columns, column_map)
 
 
 def ingest(spark: SparkSession, settings: Settings, *, input_path: str, source: str, fmt: str | None = None,

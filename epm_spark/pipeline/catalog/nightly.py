@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 __all__ = ["DEFAULT_STEPS", "Export", "NightlyPlan", "NightlyReport", "NightlyStepError", "STEPS", "VacuumReport",
-           "load_plan", "run_nightly"]
+           "check_plan", "load_plan", "run_nightly"]
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def _steps(plan: NightlyPlan) -> list[tuple[str, str, Callable[..., Any], dict[s
     return [s for s in steps if s[1] in plan.steps]
 
 
-def _check_plan(settings: Settings, plan: NightlyPlan) -> None:
+def check_plan(settings: Settings, plan: NightlyPlan) -> None:
     """Refuse a missing export, an unknown currency, a mistyped encoder or matcher, a vacuum the
     warehouse cannot run, before the first step: not hours later at its own, and not after the
     exports before it were ingested."""
@@ -185,7 +185,7 @@ def _check_plan(settings: Settings, plan: NightlyPlan) -> None:
     if "ingest" in plan.steps:
         for source, export in plan.exports.items():
             try:
-                check_export(settings, export.path, export.format, export.currency)
+                check_export(settings, export.path, export.format, export.currency, export.column_map)
             except InputError as exc:
                 raise ConfigError(f"exports: {source}: {exc}") from None
     if "embed" in plan.steps:
@@ -207,7 +207,7 @@ def run_nightly(spark: SparkSession, settings: Settings, plan: NightlyPlan, *, r
     from epm_spark.pipeline.runs import recorded, succeeded_steps
 
     check_partition_value("run_id", run_id)
-    _check_plan(settings, plan)
+    check_plan(settings, plan)
     night = NightlyReport(run_id)
     arguments = {"plan": repr(plan), "force": force}
     with recorded(settings, "nightly", run_id=run_id, arguments=arguments) as nightly_run:
