@@ -13,7 +13,8 @@ from epm_spark.errors import InputError
 from epm_spark.models.matcher.decision import MatchDecision
 from epm_spark.models.matcher.evaluation import MatchingEvaluator, matching_metrics, stratified_sample, tune_threshold
 from epm_spark.models.matcher.student.inference import Matcher
-from epm_spark.models.matcher.model_folder import MatcherCard, next_version, read_card, write_card
+from epm_spark.models.matcher.model_folder import MatcherCard, read_card, write_card
+from epm_spark.models.versions import next_version
 from epm_spark.models.matcher.settings import InferenceSettings
 
 VALID = MatchDecision("match", 0.9, {"brand": "same"}, (), "Same.").to_json()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 from epm_spark import __version__
 from epm_spark.errors import InputError
 
-__all__ = ["CARD_FILE", "MatcherCard", "read_card", "write_card", "next_version", "is_model_folder"]
+__all__ = ["CARD_FILE", "MatcherCard", "read_card", "write_card", "is_model_folder"]
 
 CARD_FILE = "matcher.json"
 CARD_FORMAT = 1
@@ -86,19 +85,3 @@ def write_card(folder: str | os.PathLike[str], card: Any, name: str = CARD_FILE)
     tmp.write_text(json.dumps(asdict(card), indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-def next_version(root: str | os.PathLike[str], stage: str) -> Path:
-    """``root/<stage>-v<N+1>``, N the highest version of that stage already there; created empty."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
-    n = max((int(m.group(1)) for p in root.iterdir() if (m := pattern.match(p.name))), default=0)
-    while True:
-        n += 1
-        folder = root / f"{stage}-v{n}"
-        try:
-            folder.mkdir()  # fails if a concurrent run took this version: try the next
-            return folder
-        except FileExistsError:
-            continue

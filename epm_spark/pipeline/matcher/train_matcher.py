@@ -18,8 +18,6 @@ on the driver (no Spark): one row per labelled pair is small.
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +25,12 @@ import pandas as pd
 
 from epm_spark.config import Settings
 from epm_spark.errors import InputError
+from epm_spark.models.matcher.model_folder import is_model_folder
+from epm_spark.models.versions import latest_model, next_version, unfinished_or_next
 
-__all__ = ["train_matcher", "latest_model"]
+__all__ = ["train_matcher"]
 
 log = logging.getLogger(__name__)
-
-
-def _versions(root: str | Path, stage: str) -> list[tuple[int, Path]]:
-    """The ``<stage>-v<N>`` folders under ``root``, finished or not, by N."""
-    pattern = re.compile(rf"^{re.escape(stage)}-v(\d+)$")
-    return sorted((int(m.group(1)), p) for p in Path(root).glob(f"{stage}-v*") if (m := pattern.match(p.name)))
-
-
-def latest_model(root: str | Path, stage: str, finished: Callable[[Path], bool] | None = None) -> Path | None:
-    """The finished ``<stage>-v<N>`` folder with the highest N under ``root``, if any (``finished``:
-    whether a folder holds its card; default: a matcher card)."""
-    from epm_spark.models.matcher.model_folder import is_model_folder
-
-    finished = finished or is_model_folder
-    found = [p for _, p in _versions(root, stage) if finished(p)]
-    return found[-1] if found else None
 
 
 def _per_benchmark(load, benchmarks: list[str] | None) -> pd.DataFrame:
@@ -66,7 +50,6 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     from dataclasses import replace
 
     from epm_spark.pipeline.matcher.teach import labelled_pair_frame, load_sft_training_set
-    from epm_spark.models.matcher.model_folder import next_version
 
     m = settings.matcher
     if stage not in ("all", "sft", "rl"):
@@ -94,7 +77,7 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     from epm_spark.models.matcher.supervision.rewards import build_rewards
     from epm_spark.models.matcher.student.rl import train_rl
 
-    start = init or latest_model(m.models_dir, "sft")
+    start = init or latest_model(m.models_dir, "sft", is_model_folder)
     if start is None:
         raise InputError(f"no SFT model under {m.models_dir}; train one with --stage sft or give --init")
     train = _per_benchmark(lambda b: labelled_pair_frame(warehouse, benchmark=b, split="train"), benchmarks)
@@ -107,17 +90,6 @@ def train_matcher(settings: Settings, *, stage: str, benchmarks: list[str] | Non
     card = train_rl(train, str(start), folder, reward_funcs=rewards.funcs, reward_weights=rewards.weights,
                     settings=rl, inference=m.inference, valid=valid, data_info=info)
     return card, folder
-
-
-def unfinished_or_next(root: str | Path, stage: str, finished: Callable[[Path], bool] | None = None) -> Path:
-    """The newest ``<stage>-v<N>`` folder a killed run left without its card, else a new version."""
-    from epm_spark.models.matcher.model_folder import is_model_folder, next_version
-
-    found = _versions(root, stage)
-    if found and not (finished or is_model_folder)(found[-1][1]):
-        log.info("continuing the unfinished %s", found[-1][1])
-        return found[-1][1]
-    return next_version(root, stage)
 
 
 def _train_cascade(settings: Settings, benchmarks: list[str] | None, valid: pd.DataFrame, *, out: str | None,
@@ -136,7 +108,7 @@ def _train_cascade(settings: Settings, benchmarks: list[str] | None, valid: pd.D
                 log.info("no teacher decisions for %s yet: running the teacher on its train split", b)
                 teach(settings, benchmark=b, split="train", run_id=f"train-matcher-{b}")
         explained = _per_benchmark(lambda b: load_sft_training_set(settings, benchmark=b, split="train"), benchmarks)
-    folder = Path(out) if out else unfinished_or_next(settings.matcher.models_dir, "cascade")
+    folder = Path(out) if out else unfinished_or_next(settings.matcher.models_dir, "cascade", is_model_folder)
     rewards = build_rewards(settings, short=True)
     info = {"tables": _table_versions(warehouse, tuple(t for t in ("labelled_pairs", "products", "rationales")
                                                         if table_exists(warehouse, t))),

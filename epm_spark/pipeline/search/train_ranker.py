@@ -65,7 +65,7 @@ def train_ranker(settings: Settings, *, tasks: list[str] | None = None, chain: b
     from epm_spark.models.search.ranker import CARD_FILE, MultiTaskRanker, variant_name
     from epm_spark.models.search.settings import RankerSettings
     from epm_spark.models.search.train import fit, training_pairs
-    from epm_spark.pipeline.matcher.train_matcher import unfinished_or_next
+    from epm_spark.models.versions import unfinished_or_next
 
     start = time.monotonic()
     rs: RankerSettings = settings.ranker

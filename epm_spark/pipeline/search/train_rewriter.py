@@ -224,7 +224,7 @@ def newest_examples(settings: Settings, run_id: str | None = None) -> tuple[pd.D
 def latest_rewriter(root: str | Path, stage: str) -> Path | None:
     """The finished ``<stage>-v<N>`` rewriter folder with the highest N under ``root``, if any."""
     from epm_spark.models.rewriter.model import is_rewriter_folder
-    from epm_spark.pipeline.matcher.train_matcher import latest_model
+    from epm_spark.models.versions import latest_model
 
     return latest_model(root, stage, is_rewriter_folder)
 
@@ -232,7 +232,7 @@ def latest_rewriter(root: str | Path, stage: str) -> Path | None:
 def _folder(root: str, stage: str, out: str | None) -> Path:
     """``out``, else the unfinished folder a killed run left (its checkpoints resume), else a new version."""
     from epm_spark.models.rewriter.model import is_rewriter_folder
-    from epm_spark.pipeline.matcher.train_matcher import unfinished_or_next
+    from epm_spark.models.versions import unfinished_or_next
 
     return Path(out) if out else unfinished_or_next(root, stage, is_rewriter_folder)
 
