@@ -77,6 +77,22 @@ def test_bad_stage_is_refused(capsys):
     assert "invalid choice: 'sft'" in capsys.readouterr().err
 
 
+def test_embed_and_block_refuse_unknown_sources_before_spark_starts(backbone, warehouse, monkeypatch, capsys):
+    import epm_spark.cli.catalog
+
+    def no_spark(settings):
+        raise AssertionError("Spark started before the inputs were checked")
+
+    monkeypatch.setattr(epm_spark.cli.catalog, "spark_session", no_spark)
+    for verb, error in ((["embed", "--source", "nosuch"], "products has no listings of source(s) ['nosuch']; "
+                                                          "ingest them first (sources there: "),
+                        (["embed", "--source", "nosuch", "--model", str(warehouse / "typo")],
+                         "is neither packaged:minilm nor a model folder"),
+                        (["block", "--left", "nosuch"], "table 'embeddings' does not exist")):
+        assert main(["--warehouse", str(warehouse), *tiny_settings(backbone), *verb]) == 2, verb
+        assert error in capsys.readouterr().err, verb
+
+
 def test_missing_tables_are_one_clear_line(backbone, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code = main(["--warehouse", str(tmp_path / "empty"), *tiny_settings(backbone), "train-encoder",

@@ -37,9 +37,10 @@ def add_embed(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.catalog.embed import embed
+        from epm_spark.pipeline.catalog.embed import check_embed, embed
 
         sources = [s.strip() for item in args.source for s in item.split(",") if s.strip()]
+        check_embed(settings, sources, args.model)  # before Spark starts
         report = embed(spark_session(settings), settings, sources=sources, run_id=args.run_id or default_run_id(),
                        model=args.model)
         show(report)
@@ -57,8 +58,9 @@ def add_block(sub) -> None:
     common_options(p)
 
     def run(args, settings: Settings) -> int:
-        from epm_spark.pipeline.catalog.block import block
+        from epm_spark.pipeline.catalog.block import block, check_block
 
+        check_block(settings, sorted({args.left, args.right or args.left}))  # before Spark starts
         report = block(spark_session(settings), settings, left=args.left, right=args.right, k=args.k,
                        run_id=args.run_id or default_run_id())
         show(report)

@@ -34,7 +34,7 @@ from epm_spark.progress import spark_progress
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-__all__ = ["BlockReport", "block", "index_root", "index_shards", "search_shards", "checked_embeddings"]
+__all__ = ["BlockReport", "block", "check_block", "index_root", "index_shards", "search_shards", "checked_embeddings"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,18 @@ def limit_threads() -> None:
     torch.set_num_threads(cpus)
 
 
+def _not_embedded(source: str) -> InputError:
+    return InputError(f"no embeddings for source {source!r}; run `epm-spark embed --source {source}` first")
+
+
+def check_block(settings: Settings, sources: list[str]) -> None:
+    """A source without embeddings, refused from the table's log before Spark starts."""
+    there = delta.partition_values(settings.warehouse, "embeddings", "source")
+    for source in sources:
+        if source not in there:
+            raise _not_embedded(source)
+
+
 def checked_embeddings(spark: SparkSession, settings: Settings, sources: list[str]) -> tuple[DataFrame, str, int]:
     """The embeddings of ``sources``, after checking that every listing has one, of one model."""
     from pyspark.sql import functions as F
@@ -101,7 +113,7 @@ def checked_embeddings(spark: SparkSession, settings: Settings, sources: list[st
         by_source.setdefault(r["source"], []).append(r)
     for source in sources:
         if source not in by_source:
-            raise InputError(f"no embeddings for source {source!r}; run `epm-spark embed --source {source}` first")
+            raise _not_embedded(source)
     versions = {r["model_version"] for r in stats}
     if len(versions) > 1:
         detail = "; ".join(f"{s}: {', '.join(sorted(r['model_version'] for r in rs))}" for s, rs in by_source.items())

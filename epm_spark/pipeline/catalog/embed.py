@@ -28,7 +28,7 @@ from epm_spark.progress import spark_progress
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-__all__ = ["EmbedReport", "embed", "task_device", "content_hash"]
+__all__ = ["EmbedReport", "check_embed", "embed", "task_device", "content_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,23 @@ def _texts(frame: pd.DataFrame, text_settings) -> list[str]:
                          with_price=text_settings.with_price) for r in frame.to_dict("records")]
 
 
+def _not_ingested(missing: list[str], there: set[str]) -> InputError:
+    return InputError(f"products has no listings of source(s) {missing}; ingest them first "
+                      f"(sources there: {sorted(there) or 'none'})")
+
+
+def check_embed(settings: Settings, sources: list[str], model: str | None = None) -> None:
+    """What :func:`embed` would refuse, from the tables' logs and the model folder, before Spark
+    starts: a source ``products`` has no rows of, a mistyped encoder."""
+    from epm_spark.models.encoder.model import resolve_backbone
+
+    resolve_backbone(model or settings.encoder.backbone)
+    there = delta.partition_values(settings.warehouse, "products", "source")
+    missing = [s for s in sources if s not in there]
+    if missing:
+        raise _not_ingested(missing, there)
+
+
 def embed(spark: SparkSession, settings: Settings, *, sources: list[str], run_id: str,
           model: str | None = None) -> EmbedReport:
     """Bring ``embeddings`` of ``sources`` up to date with ``products`` and the encoder."""
@@ -116,9 +133,7 @@ def embed(spark: SparkSession, settings: Settings, *, sources: list[str], run_id
     present = {r["source"]: r["n"] for r in products.groupBy("source").agg(F.count(F.lit(1)).alias("n")).collect()}
     missing = [s for s in sources if not present.get(s)]
     if missing:
-        there = delta.partition_values(wh, "products", "source")
-        raise InputError(f"products has no listings of source(s) {missing}; ingest them first "
-                         f"(sources there: {sorted(there) or 'none'})")
+        raise _not_ingested(missing, delta.partition_values(wh, "products", "source"))
 
     def hash_rows(batches):
         for pdf in batches:
