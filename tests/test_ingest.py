@@ -115,6 +115,9 @@ def test_a_column_map_is_checked_against_the_header_without_spark(settings, tmp_
         check_export(settings, str(path), None, None, {"product_id": "sku", "title": "name"})
         with pytest.raises(InputError, match="the input has no column 'title'; columns: sku, name"):
             check_export(settings, str(path), None, None, {"product_id": "sku", "title": "title"})
+    # A format the file is not in is left to the reader, which names it in one line.
+    for wrong in ("delta", "parquet"):
+        check_export(settings, str(german), wrong, None, {"title": "titel"})
     # JSON lines name their columns row by row: only reading them tells.
     lines = tmp_path / "b.jsonl"
     lines.write_text('{"sku": "B1"}\n{"sku": "B2", "name": "Hub"}\n')

@@ -83,20 +83,22 @@ def _first_file(path: str) -> str | None:
 def export_columns(path: str, fmt: str, settings: IngestSettings) -> list[str] | None:
     """The columns of a local CSV, Parquet or Delta export, read from its header or schema without
     Spark; None where only reading the rows tells (JSON lines, compressed or remote files)."""
-    if fmt == "delta":
-        from deltalake import DeltaTable
-
-        return [f.name for f in DeltaTable(path.removeprefix("file://")).schema().fields] if _is_local(path) else None
+    if not _is_local(path):
+        return None
     first = _first_file(path)
+    try:
+        if fmt == "delta":
+            from deltalake import DeltaTable
+
+            return [f.name for f in DeltaTable(path.removeprefix("file://")).schema().fields]
+        if fmt == "parquet" and first is not None:
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(first).names)
+    except Exception:  # not that format after all: the reader reports it in its own words
+        return None
     if first is None or first.endswith(".gz"):
         return None
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(first).names)
-        except Exception:  # not Parquet after all: the reader reports it in its own words
-            return None
     if fmt == "csv":
         sep = settings.csv_delimiter or _sniff_delimiter(path, settings.csv_encoding)
         with open(first, encoding=settings.csv_encoding, errors="replace", newline="") as fh:
