@@ -44,7 +44,7 @@ def test_user_errors_exit_2_with_one_line(spark, warehouse, capsys):
 
 def test_a_mistyped_warehouse_is_refused_not_created(tmp_path, capsys):
     typo = tmp_path / "warehuose"
-    for verb in (["embed", "--source", "ours"], ["tables"], ["sql", "SELECT 1"], ["train-ranker"],
+    for verb in (["embed", "--source", "ours"], ["tables"], ["sql", "SELECT 1"], ["train-ranker"], ["train-judge"],
                  ["evaluate", "ranking", "--model", str(tmp_path / "ranker")]):
         assert main(["--warehouse", str(typo), *verb]) == 2, verb
         err = capsys.readouterr().err
@@ -55,6 +55,11 @@ def test_a_mistyped_warehouse_is_refused_not_created(tmp_path, capsys):
                  "--out", str(tmp_path / "exports")]) == 0
     assert typo.is_dir()
     assert main(["--warehouse", str(tmp_path / "other"), "schema"]) == 0
+    # A judge trained on benchmark folders needs no warehouse: its own error comes instead.
+    assert main(["--warehouse", str(tmp_path / "third"), "train-judge", "--from-benchmark",
+                 str(tmp_path / "no-bench")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; check --warehouse" not in err and "no-bench" in err
 
 
 def test_java_missing_or_too_old_says_how_to_install(monkeypatch, tmp_path):

@@ -53,8 +53,7 @@ _UNRECORDED = {"sql", "tables", "schema", "runs", "evaluate", "review export", "
 # Verbs that may start a warehouse, and verbs that never open one. Every other verb refuses a
 # warehouse folder that is not there: a mistyped --warehouse would otherwise be created for the
 # verb's job_runs row (or Spark's SQL catalog) before the verb found no table in it.
-_STARTS_WAREHOUSE = {"generate", "ingest", "load-benchmark", "generate-search-log", "nightly",
-                     "train-judge"}  # train-judge --from-benchmarks reads benchmark folders only
+_STARTS_WAREHOUSE = {"generate", "ingest", "load-benchmark", "generate-search-log", "nightly"}
 _NO_WAREHOUSE = {"schema", "evaluate teacher", "evaluate matching", "evaluate retrieval", "evaluate blocking",
                  "evaluate pipeline"}  # benchmark folders and scratch warehouses
 
@@ -69,6 +68,8 @@ def _check_warehouse(args: argparse.Namespace, settings: Settings) -> None:
         return
     if f"{args.verb} {getattr(args, 'evaluation', '')}".strip() in _NO_WAREHOUSE:
         return
+    if args.verb == "train-judge" and args.from_benchmark:
+        return  # judged on benchmark folders: the warehouse only gets the job_runs row
     warehouse = str(settings.warehouse)
     if "://" in warehouse and not warehouse.startswith("file://"):
         return  # an object store has no folders to check; its tables are checked by name
