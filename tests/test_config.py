@@ -88,6 +88,7 @@ def test_set_warehouse_beats_the_environment_on_the_command_line(monkeypatch, tm
         {"benchmark": ["b"], "left_id": ["1"], "right_id": ["2"], "left_source": ["l"], "right_source": ["r"],
          "label": [1], "split": ["train"], "left_cluster_id": [None], "right_cluster_id": [None],
          "is_hard_negative": [None]}), mode="overwrite")
+    set_wh.mkdir()  # an empty warehouse
     monkeypatch.setenv("EPM_WAREHOUSE", str(env_wh))
     assert main(["tables", "--json"]) == 0
     assert [t["table"] for t in json.loads(capsys.readouterr().out)] == ["labelled_pairs"]
