@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 
 from epm_spark import __version__
 from epm_spark.cli import catalog, evaluate, matcher, search, warehouse
@@ -70,12 +69,11 @@ def _check_warehouse(args: argparse.Namespace, settings: Settings) -> None:
         return
     if args.verb == "train-judge" and args.from_benchmark:
         return  # judged on benchmark folders: the warehouse only gets the job_runs row
-    warehouse = str(settings.warehouse)
-    if "://" in warehouse and not warehouse.startswith("file://"):
-        return  # an object store has no folders to check; its tables are checked by name
-    if not Path(warehouse.removeprefix("file://")).is_dir():
+    from epm_spark.io.delta import warehouse_exists
+
+    if not warehouse_exists(settings.warehouse):
         raise InputError(
-            f"warehouse {warehouse} does not exist; check --warehouse (or $EPM_WAREHOUSE); "
+            f"warehouse {settings.warehouse} does not exist; check --warehouse (or $EPM_WAREHOUSE); "
             "generate, ingest, load-benchmark, generate-search-log and nightly start a new one"
         )
 

@@ -167,6 +167,11 @@ def table_exists(warehouse: str | os.PathLike[str], table: str) -> bool:
     return _has_commit(Path(table_uri(warehouse, table)) / "_delta_log")
 
 
+def warehouse_exists(warehouse: str | os.PathLike[str]) -> bool:
+    """Whether a local warehouse folder is there; an object store has no folder, so it always is."""
+    return _remote(warehouse) or Path(str(warehouse).removeprefix("file://")).is_dir()
+
+
 def list_tables(warehouse: str | os.PathLike[str]) -> list[str]:
     """The Delta tables of a warehouse: every folder with a committed log (local), the known tables (object stores)."""
     if _remote(warehouse):
